@@ -1,0 +1,285 @@
+"""ASA, adversarial semantic augmentation, as an augmentation plugin (`--aug=asa`).
+
+D's penultimate features of reals and fakes are tracked by streaming covariances Sigma_real and
+Sigma_fake, and the logistic loss is replaced by its upper bound under the implicit feature
+augmentation f~ ~ N(f, lambda Sigma): logits pushed towards 'real' lose the margin lambda/2 w'Sigma w,
+logits pushed towards 'fake' gain it (METHODS.md §5.2, docs/asa.md). Optional CBAM attention and a
+reconstruction term (§5.3) sit behind flags that are off by default.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+
+from ..base import AugmentMethod, PluginContext
+from ..registry import register_augment
+from . import bound as B
+from .attention import CBAM, attach_cbam, find_block
+from .reconstruction import RECON_LOSSES, FeatureDecoder, recon_loss
+from .tracker import COV_MODES, CovarianceTracker
+
+#----------------------------------------------------------------------------
+# Option parsing: spec strings arrive as text ('0.5', 'true'); name the option and the fix.
+
+def _as_float(name: str, value) -> float:
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be a number, got {value!r}') from None
+
+
+def _as_int(name: str, value) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise ValueError(f'{name} must be an integer, got {value!r}') from None
+
+
+def _as_bool(name: str, value) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ('1', 'true', 'yes', 'on'):
+        return True
+    if text in ('0', 'false', 'no', 'off'):
+        return False
+    raise ValueError(f'{name} must be true or false, got {value!r}')
+
+
+def _choice(name: str, value, choices) -> str:
+    if value not in choices:
+        raise ValueError(f'unknown {name} "{value}"; use one of {", ".join(choices)}')
+    return value
+
+#----------------------------------------------------------------------------
+
+@register_augment('asa')
+class ASA(AugmentMethod):
+    needs_features = True
+
+    def __init__(self,
+        lambda0:       float = 0.5,         # Strength of the feature augmentation; ISDA's default.
+        ramp:          str   = 'linear',    # 'none' | 'linear' (0 -> lambda0 over the run) | N kimg.
+        cov_mode:      str   = 'ema',       # 'running' | 'ema' | 'batch', see tracker.py.
+        ema_decay:     float = 0.999,       # ema: per-sample decay, memory ~ 1k samples.
+        ema_floor:     float = 0.0,         # ema: minimum weight of a new batch, 0 = none.
+        g_loss:        str   = 'ns',        # 'ns' (non-saturating) | 'saturating' (2022 code).
+        per_class:     bool  = False,       # One Sigma per class (conditional datasets only).
+        bound:         bool  = True,        # Apply the covariance bound (False: ablate it).
+        attention:     bool  = False,       # CBAM in D at attention_res.
+        attention_res: int   = None,        # Feature-map resolution for CBAM; None = min(32, img_resolution/2).
+        recon:         float = 0.0,         # Weight of the reconstruction term in the D loss, 0 = off.
+        recon_res:     int   = 16,          # Resolution of the reconstructed image (capped at img_resolution).
+        recon_loss:    str   = 'l1',        # 'l1' | 'l2'.
+        sync:          bool  = True,        # All-reduce covariance statistics across ranks.
+    ):
+        super().__init__()
+        self.lambda0 = _as_float('lambda0', lambda0)
+        if not self.lambda0 >= 0:
+            raise ValueError(f'lambda0 must be >= 0, got {lambda0}')
+        self.ramp = B.parse_ramp(ramp)
+        self.cov_mode = _choice('cov_mode', cov_mode, COV_MODES)
+        self.ema_decay = _as_float('ema_decay', ema_decay)
+        self.ema_floor = _as_float('ema_floor', ema_floor)
+        if not (0 <= self.ema_decay <= 1 and 0 <= self.ema_floor <= 1):
+            raise ValueError(f'ema_decay and ema_floor must be in [0, 1], got {ema_decay} and {ema_floor}')
+        self.g_loss = _choice('g_loss', g_loss, B.G_LOSS_FORMS)
+        self.per_class = _as_bool('per_class', per_class)
+        self.bound = _as_bool('bound', bound)
+        self.attention = _as_bool('attention', attention)
+        self.attention_res = None if attention_res in (None, 'None', 'none', 'auto') else _as_int('attention_res', attention_res)
+        self.recon = _as_float('recon', recon)
+        if not self.recon >= 0:
+            raise ValueError(f'recon must be >= 0, got {recon}')
+        self.recon_res = _as_int('recon_res', recon_res)
+        if self.recon_res < 4 or self.recon_res & (self.recon_res - 1):
+            raise ValueError(f'recon_res must be a power of two >= 4, got {recon_res}')
+        self.recon_loss = _choice('recon_loss', recon_loss, RECON_LOSSES)
+        self.sync = _as_bool('sync', sync)
+
+        self.cur_nimg = 0
+        self.lam = 0.0
+        self.trackers = {'real': None, 'fake': None}
+        self.cbam = None
+        self.decoder = None
+        self._hook = None
+        self._pending_state = None
+        self._acc = {}      # Device-side sums for the tick stats; read only in stats().
+        self.ctx = None
+
+    # --- setup ---------------------------------------------------------------
+
+    def setup(self, ctx: PluginContext) -> None:
+        super().setup(ctx)
+        if self.per_class and int(ctx.c_dim) == 0:
+            raise ValueError('asa: per_class=true needs a conditional dataset (c_dim > 0); '
+                             'drop per_class or train with --cond=1 on a labeled dataset')
+        self.num_classes = int(ctx.c_dim) if self.per_class else 1
+        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg, ctx.total_kimg)
+        if self.attention:
+            self._setup_attention(ctx)
+        if self.recon > 0:
+            self._setup_recon(ctx)
+        if self._pending_state is not None:
+            state, self._pending_state = self._pending_state, None
+            self.load_plugin_state(state)
+
+    def _require_D(self, what: str) -> torch.nn.Module:
+        if getattr(self, 'ctx', None) is None or self.ctx.D is None:
+            raise RuntimeError(f'asa: {what} needs the discriminator; the training loop must pass ctx.D to setup()')
+        return self.ctx.D
+
+    def _setup_attention(self, ctx: PluginContext) -> None:
+        D = self._require_D('attention')
+        self.close()                                                    # setup() twice: one hook only.
+        res = self.attention_res if self.attention_res is not None else min(32, int(ctx.img_resolution) // 2)
+        _name, block, channels = find_block(D, res)
+        self.attention_res = res
+        self.cbam = CBAM(channels).to(ctx.device)
+        self._hook = attach_cbam(block, self.cbam)
+
+    def _setup_recon(self, ctx: PluginContext) -> None:
+        D = self._require_D('recon')
+        with torch.no_grad():
+            w, _b = D.last_layer(torch.zeros([1, int(ctx.c_dim)], device=ctx.device))
+        res = min(self.recon_res, int(ctx.img_resolution))
+        self.decoder = FeatureDecoder(int(w.shape[1]), int(ctx.img_channels), res).to(ctx.device)
+
+    def close(self) -> None:
+        """Detach the attention hook from D (also done when the method is garbage collected)."""
+        if self._hook is not None:
+            self._hook.remove()
+            self._hook = None
+
+    def __del__(self):
+        hook = self.__dict__.get('_hook')
+        if hook is not None:
+            hook.remove()
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        state['_hook'] = None       # A process-wide hook handle does not survive pickling.
+        return state
+
+    # --- feedback ------------------------------------------------------------
+
+    def _class_index(self, c: torch.Tensor) -> Optional[torch.Tensor]:
+        if self.num_classes == 1:
+            return None
+        return c.argmax(dim=1)
+
+    def _tracker(self, kind: str, dim: int) -> CovarianceTracker:
+        tracker = self.trackers[kind]
+        if tracker is None:
+            tracker = CovarianceTracker(dim, getattr(self, 'num_classes', 1), self.cov_mode,
+                                        ema_decay=self.ema_decay, ema_floor=self.ema_floor, sync=self.sync)
+            self.trackers[kind] = tracker
+        return tracker
+
+    def observe_features(self, features: torch.Tensor, c: torch.Tensor, kind: str) -> None:
+        if not self.bound:
+            return
+        if kind not in self.trackers:
+            raise ValueError(f'asa: observe_features kind must be "real" or "fake", got "{kind}"')
+        self._tracker(kind, features.shape[1]).update(features.detach(), self._class_index(c))
+
+    # --- loss ----------------------------------------------------------------
+
+    def adjust_logits(self, logits: torch.Tensor, features: Optional[torch.Tensor],
+                      c: torch.Tensor, target: str, phase: str) -> torch.Tensor:
+        if not self.bound or self.lam == 0:
+            return logits
+        kind = 'fake' if (target == 'fake' or phase.startswith('G')) else 'real'
+        tracker = self.trackers[kind]
+        if tracker is None or tracker.num_updates == 0:
+            return logits                                               # No Sigma yet: plain loss.
+        w, _b = self._require_D('adjust_logits').last_layer(c)
+        q = B.quad_form(w.to(torch.float32), tracker.covariance32(), self._class_index(c))
+        self._accumulate(f'q_{kind}', q.detach())
+        if phase.startswith('G') and self.g_loss == 'saturating':
+            return B.saturating_surrogate(logits, q, self.lam)
+        return B.adjusted_logits(logits, q, self.lam, target)
+
+    def extra_loss(self, phase, run_D, real_img, real_c, gen_img, gen_c):
+        if self.decoder is None or phase not in ('Dmain', 'Dboth'):
+            return None
+        # Clean reals: the decoder cannot undo a random augmentation it does not see.
+        _logits, features = run_D(real_img, real_c, augment=False)
+        if features is None:
+            raise RuntimeError('asa: recon needs D features; run_D must return them when needs_features is set')
+        loss = recon_loss(self.decoder(features), real_img, self.recon_loss)
+        self._accumulate('recon', loss.detach())
+        return loss.mean() * self.recon
+
+    def extra_parameters(self, net: str) -> list:
+        if net != 'D':
+            return []
+        params = []
+        for module in (self.cbam, self.decoder):
+            if module is not None:
+                params += list(module.parameters())
+        return params
+
+    # --- bookkeeping ---------------------------------------------------------
+
+    def update(self, cur_nimg: int, batch_size: int) -> None:
+        self.cur_nimg = int(cur_nimg)
+        total_kimg = self.ctx.total_kimg if self.ctx is not None else 0
+        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg, total_kimg)
+
+    def _accumulate(self, key: str, values: torch.Tensor) -> None:
+        total, count = self._acc.get(key, (0, 0))
+        self._acc[key] = (values.sum() + total, count + values.numel())
+
+    def stats(self) -> dict:
+        out = {'ASA/lambda': float(self.lam)}
+        for key, (total, count) in self._acc.items():
+            out[f'ASA/{key}'] = float(total) / max(count, 1)
+        self._acc = {}
+        for kind, tracker in self.trackers.items():
+            if tracker is not None:
+                seen = tracker.count > 0
+                trace = tracker.trace()[seen].mean() if bool(seen.any()) else torch.zeros([])
+                out[f'ASA/trace_{kind}'] = float(trace)
+                out[f'ASA/skipped_{kind}'] = int(tracker.skipped)
+        return out
+
+    def plugin_state(self) -> dict:
+        return dict(
+            version=1, cur_nimg=self.cur_nimg, lam=self.lam,
+            trackers={k: (t.state_dict() if t is not None else None) for k, t in self.trackers.items()},
+            cbam=_module_state(self.cbam), decoder=_module_state(self.decoder))
+
+    def load_plugin_state(self, state: dict) -> None:
+        if getattr(self, 'ctx', None) is None:
+            self._pending_state = state                                 # Applied at the end of setup().
+            return
+        self.cur_nimg = int(state['cur_nimg'])
+        self.lam = float(state['lam'])
+        for kind, sd in state['trackers'].items():
+            if sd is not None:
+                self._tracker(kind, int(sd['dim'])).load_state_dict(sd)
+                self.trackers[kind].to(self.ctx.device)
+        for name in ('cbam', 'decoder'):
+            module, sd = getattr(self, name), state.get(name)
+            if (module is None) != (sd is None):
+                raise ValueError(f'asa: the saved state {"has" if sd is not None else "lacks"} {name} parameters '
+                                 f'but this run has {name} {"off" if module is None else "on"}; use the same options to resume')
+            if module is not None:
+                module.load_state_dict(sd)
+
+    def describe(self) -> str:
+        opts = [f'lambda0={self.lambda0:g}', f'ramp={self.ramp}', f'cov_mode={self.cov_mode}', f'g_loss={self.g_loss}',
+                f'per_class={self.per_class}', f'bound={self.bound}', f'attention={self.attention}', f'recon={self.recon:g}']
+        return f'asa({", ".join(opts)})'
+
+#----------------------------------------------------------------------------
+
+def _module_state(module: Optional[torch.nn.Module]) -> Optional[dict]:
+    if module is None:
+        return None
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+#----------------------------------------------------------------------------

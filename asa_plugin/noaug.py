@@ -1,0 +1,16 @@
+"""noaug: no augmentation; D sees the images as they are (upstream's --aug=noaug)."""
+
+from __future__ import annotations
+
+from .base import AugmentMethod
+from .registry import register_augment
+
+#----------------------------------------------------------------------------
+# Every hook keeps the base class's no-op default.
+
+@register_augment('noaug')
+class NoAugment(AugmentMethod):
+    def describe(self) -> str:
+        return 'noaug (no augmentation)'
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,216 @@
+"""Add --aug=<asa_plugin spec> to an unmodified NVlabs StyleGAN2-ADA or StyleGAN3 checkout.
+
+    python patches/apply.py --upstream ~/stylegan2-ada-pytorch            # apply (idempotent)
+    python patches/apply.py --upstream ~/stylegan2-ada-pytorch --revert   # restore the original files
+    python patches/apply.py --upstream ~/stylegan2-ada-pytorch --check    # report the state only
+
+What it does (see patches/README.md): installs training/asa_loss.py (a StyleGAN2Loss subclass that
+routes D's inputs through asa_plugin), inserts two marked blocks into train.py (one routes the spec
+to upstream's own options and the new loss, one widens the --aug option), and nothing else.
+Every insertion sits between marker lines, so --revert gives back the files byte for byte.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+MARK_BEGIN = '# >>> asa_plugin patch (patches/apply.py; undo with --revert) >>>'
+MARK_END = '# <<< asa_plugin patch <<<'
+INSTALLED_TAG = "# Installed by asa_plugin's patches/apply.py"
+LOSS_FILE = os.path.join('training', 'asa_loss.py')
+
+#----------------------------------------------------------------------------
+# The insertions per upstream flavour: (file, anchor line, lines inserted before it). Anchors
+# are single lines of upstream's train.py, checked to occur exactly once.
+
+_MAIN_HOOK = ('train.py', 'if __name__ == "__main__":',
+              ['from training.asa_loss import widen_aug_option', 'widen_aug_option(main)'])
+
+FLAVOURS = {
+    'stylegan2-ada': [
+        ('train.py', "    if aug == 'ada':",
+         ['from training.asa_loss import route_aug_spec',
+          'aug, p, target, augpipe = route_aug_spec(args, aug, p, target, augpipe, UserError)']),
+        _MAIN_HOOK,
+    ],
+    'stylegan3': [
+        ('train.py', "    if opts.aug != 'noaug':",
+         ['from training.asa_loss import route_aug_spec_sg3',
+          'route_aug_spec_sg3(c, opts)']),
+        _MAIN_HOOK,
+    ],
+}
+
+#----------------------------------------------------------------------------
+# Any reason not to touch the checkout; printed as one line, exit code 2.
+
+class PatchError(Exception):
+    pass
+
+#----------------------------------------------------------------------------
+# Pure text edits.
+
+def strip_blocks(text: str, path: str = '') -> str:
+    """Remove every marked block (marker lines included)."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        bare = line.strip()
+        if bare == MARK_BEGIN:
+            if inside:
+                raise PatchError(f'{path}: nested "{MARK_BEGIN}"; fix the file by hand or restore it from git')
+            inside = True
+        elif bare == MARK_END:
+            if not inside:
+                raise PatchError(f'{path}: "{MARK_END}" without a begin marker; fix by hand or restore from git')
+            inside = False
+        elif not inside:
+            out.append(line)
+    if inside:
+        raise PatchError(f'{path}: "{MARK_BEGIN}" without an end marker; fix by hand or restore from git')
+    return ''.join(out)
+
+#----------------------------------------------------------------------------
+# The one insertion primitive: a marked block before a line that must occur exactly once.
+
+def insert_block(text: str, anchor: str, body: list, path: str = '') -> str:
+    """Insert ``body`` (lines, indented like the anchor) between markers before the anchor line."""
+    lines = text.splitlines(keepends=True)
+    hits = [i for i, line in enumerate(lines) if line.rstrip('\r\n') == anchor]
+    if len(hits) != 1:
+        raise PatchError(f'{path}: expected the line {anchor!r} exactly once, found it {len(hits)} times; '
+                         f'is this an unmodified NVlabs checkout?')
+    i = hits[0]
+    indent = anchor[:len(anchor) - len(anchor.lstrip())]
+    eol = '\r\n' if lines[i].endswith('\r\n') else '\n'
+    block = [indent + line + eol for line in [MARK_BEGIN, *body, MARK_END]]
+    return ''.join(lines[:i] + block + lines[i:])
+
+#----------------------------------------------------------------------------
+# StyleGAN2-ADA or StyleGAN3, from the first anchor of each flavour.
+
+def detect_flavour(train_text: str) -> str:
+    clean = strip_blocks(train_text, 'train.py').splitlines()
+    found = [name for name, edits in FLAVOURS.items() if edits[0][1] in clean]
+    if len(found) != 1:
+        raise PatchError('train.py: neither a StyleGAN2-ADA nor a StyleGAN3 train.py (anchor lines not found); '
+                         '--upstream must be an unmodified NVlabs/stylegan2-ada-pytorch or NVlabs/stylegan3 checkout')
+    return found[0]
+
+#----------------------------------------------------------------------------
+# patches/asa_loss.py with the asa_plugin location filled in.
+
+def loss_module_text(asa_root: str) -> str:
+    with open(os.path.join(HERE, 'asa_loss.py'), encoding='utf-8') as f:
+        text = f.read()
+    assert text.startswith(INSTALLED_TAG), 'patches/asa_loss.py must start with the install tag'
+    return text.replace('ASA_PLUGIN_ROOT = None', f'ASA_PLUGIN_ROOT = {os.path.abspath(asa_root)!r}', 1)
+
+#----------------------------------------------------------------------------
+# File handling: nothing is written until every edit has been computed; writes are atomic.
+
+def _read(path: str) -> str:
+    with open(path, encoding='utf-8', newline='') as f:
+        return f.read()
+
+#----------------------------------------------------------------------------
+# Temp file in the same folder, fsync, os.replace, original mode kept.
+
+def _write_atomic(path: str, text: str) -> None:
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+    fd, tmp = tempfile.mkstemp(prefix='.' + os.path.basename(path) + '.', dir=os.path.dirname(path))
+    try:
+        with os.fdopen(fd, 'w', encoding='utf-8', newline='') as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+#----------------------------------------------------------------------------
+# The checkout must have the two files the patch relies on.
+
+def _check_upstream(upstream: str) -> None:
+    for rel in ['train.py', os.path.join('training', 'loss.py')]:
+        if not os.path.isfile(os.path.join(upstream, rel)):
+            raise PatchError(f'--upstream {upstream}: {rel} not found; point it at the root of an NVlabs checkout')
+
+#----------------------------------------------------------------------------
+# True for a training/asa_loss.py that apply.py wrote (tag on line 1).
+
+def _ours(path: str) -> bool:
+    return os.path.exists(path) and _read(path).startswith(INSTALLED_TAG)
+
+#----------------------------------------------------------------------------
+# Every file change of an apply or revert, computed before anything is written.
+
+def plan(upstream: str, revert: bool, asa_root: str) -> dict:
+    """{path: new text, or None to delete} for apply or revert."""
+    _check_upstream(upstream)
+    changes = {}
+    loss_path = os.path.join(upstream, LOSS_FILE)
+    if os.path.exists(loss_path) and not _ours(loss_path):
+        raise PatchError(f'{loss_path} exists and was not written by apply.py; refusing to touch it')
+    texts = {}
+    flavour = detect_flavour(_read(os.path.join(upstream, 'train.py')))
+    for rel, anchor, body in FLAVOURS[flavour]:
+        path = os.path.join(upstream, rel)
+        if path not in texts:
+            texts[path] = strip_blocks(_read(path), path)
+        if not revert:
+            texts[path] = insert_block(texts[path], anchor, body, path)
+    for path, text in texts.items():
+        if text != _read(path):
+            changes[path] = text
+    if revert:
+        if os.path.exists(loss_path):
+            changes[loss_path] = None
+    else:
+        text = loss_module_text(asa_root)
+        if not os.path.exists(loss_path) or _read(loss_path) != text:
+            changes[loss_path] = text
+    return changes
+
+#----------------------------------------------------------------------------
+
+def run(upstream: str, revert: bool = False, asa_root: str = os.path.dirname(HERE), check: bool = False) -> list:
+    """Apply (or revert) the patch; returns the changed paths. With check, changes nothing."""
+    changes = plan(upstream, revert, asa_root)
+    if check:
+        return sorted(changes)
+    for path, text in changes.items():
+        if text is None:
+            os.remove(path)
+        else:
+            _write_atomic(path, text)
+    return sorted(changes)
+
+#----------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--upstream', required=True, metavar='DIR', help='root of an NVlabs stylegan2-ada-pytorch or stylegan3 checkout')
+    parser.add_argument('--revert', action='store_true', help='remove the patch again')
+    parser.add_argument('--check', action='store_true', help='only report what would change (exit 1 if anything)')
+    parser.add_argument('--asa-root', default=os.path.dirname(HERE), metavar='DIR', help='checkout holding asa_plugin [default: this one]')
+    opts = parser.parse_args(argv)
+    try:
+        changed = run(os.path.abspath(opts.upstream), opts.revert, opts.asa_root, opts.check)
+    except PatchError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    verb = 'would change' if opts.check else ('reverted' if opts.revert else 'patched')
+    print(f'{verb}: ' + (', '.join(os.path.relpath(p, opts.upstream) for p in changed) if changed else 'nothing (already done)'))
+    return 1 if opts.check and changed else 0
+
+if __name__ == '__main__':
+    sys.exit(main())
+
+#----------------------------------------------------------------------------
