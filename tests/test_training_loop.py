@@ -1,0 +1,182 @@
+"""Training loop end to end on the CPU: the run folder of a 2-tick CLI run, exact resume, and a
+2-process gloo run whose ranks end with identical parameters."""
+
+import glob
+import json
+import os
+import re
+import subprocess
+import sys
+
+import PIL.Image
+import pytest
+import torch
+
+from _training_utils import ROOT, make_zip, tiny_options
+
+# ADA with p moving every iteration, plus ASA (D features, covariance tracker): plugin state
+# and random streams must survive a resume.
+AUG = 'ada:bgc,interval=1,kimg=0.1+asa'
+
+STATUS_RE = re.compile(r'^tick \d+\s+kimg [\d.]+\s+time .+ sec/tick [\d.]+\s+sec/kimg [\d.]+\s+maintenance [\d.]+\s+'
+                       r'cpumem [\d.]+\s+gpumem [\d.]+\s+augment \d\.\d{3}', re.M)
+STATS_KEYS = ['Loss/scores/fake', 'Loss/signs/fake', 'Loss/G/loss', 'Loss/pl_penalty', 'Loss/G/reg', 'Loss/scores/real',
+              'Loss/signs/real', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/D/reg', 'Progress/tick', 'Progress/kimg',
+              'Timing/total_sec', 'Timing/sec_per_tick', 'Timing/sec_per_kimg', 'Timing/maintenance_sec',
+              'Resources/cpu_mem_gb', 'Resources/peak_gpu_mem_gb', 'Progress/augment', 'Timing/total_hours',
+              'Timing/total_days', 'Timing/Gmain', 'Timing/Greg', 'Timing/Dmain', 'Timing/Dreg']
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_flags():
+    # The loop sets process-wide flags (deterministic algorithms); keep them out of other tests.
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def small_grids(monkeypatch):
+    from training import image_grid
+    monkeypatch.setattr(image_grid, 'grid_shape', lambda width, height: (4, 2))
+
+
+def _load_pkl(path):
+    import legacy
+    with open(path, 'rb') as f:
+        return legacy.load_network_pkl(f)
+
+
+def _state_dicts_equal(a, b):
+    return [name for name in a if not torch.equal(a[name], b[name])]
+
+#----------------------------------------------------------------------------
+# The real CLI (in-process) for 2 ticks with --cfg=tiny: every file of the run folder.
+
+def test_cli_two_tick_run_folder(tmp_path, small_grids):
+    import train
+    from training import checkpoint
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    outdir = str(tmp_path / 'runs')
+    train.main(['--outdir', outdir, '--cfg=tiny', '--data', data, '--kimg=0.016', '--tick=0.008', '--batch=8', '--snap=1',
+                '--workers=0', '--device=cpu', '--metrics=none', '--aug=ada', '--seed=0'], standalone_mode=False)
+    run_dirs = glob.glob(os.path.join(outdir, '00000-*'))
+    assert len(run_dirs) == 1
+    run_dir = run_dirs[0]
+    names = sorted(os.listdir(run_dir))
+    for expected in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png', 'fakes000000.png',
+                     'network-snapshot-000000.pkl', 'network-snapshot-000000.pkl.sha256',
+                     'training-state-000000.pt', 'training-state-000000.pt.sha256']:
+        assert expected in names, f'{expected} missing from {names}'
+    assert not [n for n in names if n.endswith('.tmp')], names
+
+    options = json.load(open(os.path.join(run_dir, 'training_options.json')))
+    assert options['batch_size'] == 8 and options['run_dir'] == run_dir
+
+    log = open(os.path.join(run_dir, 'log.txt')).read()
+    assert len(STATUS_RE.findall(log)) == 2, log[-2000:]
+    assert 'Loading training set...' in log
+
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, 'stats.jsonl'))]
+    assert len(lines) == 2
+    for stats in lines:
+        assert list(stats)[:len(STATS_KEYS)] == STATS_KEYS
+        assert isinstance(stats['timestamp'], float)
+        for key in STATS_KEYS:
+            assert set(stats[key]) == {'num', 'mean', 'std'} and stats[key]['num'] >= 1
+    assert [s['Progress/tick']['mean'] for s in lines] == [0, 1]
+    assert lines[-1]['Progress/kimg']['mean'] == pytest.approx(0.016)
+
+    for name in ['reals.png', 'fakes_init.png', 'fakes000000.png']:
+        image = PIL.Image.open(os.path.join(run_dir, name))
+        assert image.mode == 'RGB' and image.size == (4 * 16, 2 * 16)
+
+    pkl = os.path.join(run_dir, 'network-snapshot-000000.pkl')
+    assert checkpoint.verify(pkl) and checkpoint.verify(os.path.join(run_dir, 'training-state-000000.pt'))
+    snapshot = _load_pkl(pkl)
+    assert list(snapshot)[:5] == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
+    for key in ['G', 'D', 'G_ema', 'augment_pipe']:
+        assert isinstance(snapshot[key], torch.nn.Module)
+        assert not any(p.requires_grad for p in snapshot[key].parameters())
+    assert snapshot['training_set_kwargs']['path'] == data and snapshot['training_set_kwargs']['resolution'] == 16
+    assert snapshot['asa_plugin']['spec'].startswith('ada')
+    img = snapshot['G_ema'](torch.randn([2, snapshot['G_ema'].z_dim]), torch.zeros([2, 0]))
+    assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
+    state = torch.load(os.path.join(run_dir, 'training-state-000000.pt'), weights_only=True)
+    assert state['progress']['cur_nimg'] == 16 and state['progress']['cur_tick'] == 2
+    assert set(state['optimizers']) == {'G', 'D'} and 'pl_mean' in state['loss']
+
+#----------------------------------------------------------------------------
+# Interrupted after 2 iterations and resumed for the 3rd == 3 iterations in one go, bit for bit
+# (networks, EMA, optimizers via the next step, ADA p, pl_mean, RNG, data order).
+
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, monkeypatch):
+    import dnnlib
+    from metrics import metric_main
+    from training.training_loop import training_loop
+    # The uninterrupted run also evaluates a (stand-in) metric at every snapshot, which draws random
+    # numbers: tick work must not shift the training's random streams.
+    evaluated = []
+    def fake_metric(metric, G, dataset_kwargs, num_gpus, rank, device):
+        evaluated.append(torch.randn([1000]).sum().item() + G.z_dim)
+        return dnnlib.EasyDict(results=dnnlib.EasyDict(fid50k_full=float(len(evaluated))), metric=metric, total_time=0.0,
+                               total_time_str='0s', num_gpus=num_gpus)
+    monkeypatch.setattr(metric_main, 'calc_metric', fake_metric)
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    runs = {}
+    ticks = []
+    abort_at_tick_1 = lambda: ticks.append(0) or len(ticks) == 2  # Same options, stopped early (like a kill).
+    for name in ['full', 'part', 'resumed']:
+        run_dir = str(tmp_path / name)
+        os.makedirs(run_dir)
+        extra = dict(abort_fn=abort_at_tick_1) if name == 'part' else {}
+        if name == 'resumed':
+            extra = dict(resume_pkl=os.path.join(runs['part'], 'network-snapshot-000000.pkl'),
+                         resume_state=os.path.join(runs['part'], 'training-state-000000.pt'))
+        metrics = ['fid50k_full'] if name == 'full' else []
+        training_loop(rank=0, **tiny_options(run_dir, data, kimg=0.024, tick=0.008, aug=AUG, metrics=metrics, **extra))
+        runs[name] = run_dir
+    metric_lines = [json.loads(line) for line in open(os.path.join(runs['full'], 'metric-fid50k_full.jsonl'))]
+    assert len(evaluated) == 3 and [m['results']['fid50k_full'] for m in metric_lines] == [1.0, 2.0, 3.0]
+    assert metric_lines[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
+    full = _load_pkl(os.path.join(runs['full'], 'network-snapshot-000000.pkl'))
+    resumed = _load_pkl(os.path.join(runs['resumed'], 'network-snapshot-000000.pkl'))
+    part = _load_pkl(os.path.join(runs['part'], 'network-snapshot-000000.pkl'))
+    for key in ['G', 'D', 'G_ema']:
+        assert _state_dicts_equal(full[key].state_dict(), resumed[key].state_dict()) == [], key
+        assert _state_dicts_equal(full[key].state_dict(), part[key].state_dict()) != [], f'{key}: the 3rd step changed nothing'
+    p_full = float(full['augment_pipe'].p)
+    assert p_full == float(resumed['augment_pipe'].p) and p_full != float(part['augment_pipe'].p)
+    state_full = torch.load(os.path.join(runs['full'], 'training-state-000000.pt'), weights_only=True)
+    state_resumed = torch.load(os.path.join(runs['resumed'], 'training-state-000000.pt'), weights_only=True)
+    assert torch.equal(state_full['loss']['pl_mean'], state_resumed['loss']['pl_mean'])
+    assert state_full['progress'] == state_resumed['progress']
+    log = [json.loads(line) for line in open(os.path.join(runs['resumed'], 'stats.jsonl'))]
+    assert log[0]['Progress/tick']['mean'] == 2  # Ticks and kimg continue instead of restarting at 0.
+
+#----------------------------------------------------------------------------
+# Two gloo processes: rank 0's state is broadcast, gradients averaged; both end identical.
+
+def test_two_process_gloo_ranks_identical(tmp_path):
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    run_dir = str(tmp_path / 'run')
+    os.makedirs(run_dir)
+    options = tiny_options(run_dir, data, kimg=0.016, tick=0.008, aug=AUG, num_gpus=2, batch_size=8, batch_gpu=4)
+    init = f'file://{tmp_path}/init'
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', '_training_utils.py'), json.dumps(dict(
+                 rank=rank, world=2, init_method=init, options=options, out_dir=str(tmp_path)))],
+                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(2)]
+    for key in ['G', 'D', 'G_ema']:
+        assert _state_dicts_equal(ranks[0][key], ranks[1][key]) == [], key
+    assert os.path.isfile(os.path.join(run_dir, 'network-snapshot-000000.pkl'))
+    lines = [json.loads(line) for line in open(os.path.join(run_dir, 'stats.jsonl'))]
+    assert lines[0]['Loss/G/loss']['num'] == 8  # Statistics combine both ranks (4 + 4 samples).
+
+#----------------------------------------------------------------------------

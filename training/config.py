@@ -1,0 +1,486 @@
+"""Training configuration: upstream's presets and option rules, turned into `training_options.json`.
+
+`setup_training_options(...)` takes the train.py options (None = not given, as upstream), validates
+them, and returns the run-name suffix and the options dict in upstream's key order
+(COMPAT.md §2.3) followed by ours (docs/design.md "train.py -> training_loop").
+Every error is a `click.BadParameter` that names the flag and the fix.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+
+import click
+
+#----------------------------------------------------------------------------
+# --cfg presets, one row each (COMPAT.md §1.1); -1 = derived from the resolution ('auto').
+# cbase = channel_base, cmax = channel_max, zdim = z_dim = w_dim, fp16 = num_fp16_res.
+
+PRESETS = {
+    'auto':      dict(ref_gpus=-1, kimg=25000,  mb=-1, mbstd=-1, cbase=-1,    cmax=512, lrate=-1,     gamma=-1,   ema=-1,  ramp=0.05, map=2, zdim=512, fp16=4, clamp=256),
+    'stylegan2': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=8, zdim=512, fp16=4, clamp=256),
+    'paper256':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  cbase=16384, cmax=512, lrate=0.0025, gamma=1,    ema=20,  ramp=None, map=8, zdim=512, fp16=4, clamp=256),
+    'paper512':  dict(ref_gpus=8,  kimg=25000,  mb=64, mbstd=8,  cbase=32768, cmax=512, lrate=0.0025, gamma=0.5,  ema=20,  ramp=None, map=8, zdim=512, fp16=4, clamp=256),
+    'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, zdim=512, fp16=4, clamp=256),
+    'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, cbase=32768, cmax=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, zdim=512, fp16=4, clamp=256),
+    'tiny':      dict(ref_gpus=1,  kimg=200,    mb=16, mbstd=4,  cbase=1024,  cmax=64,  lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05, map=2, zdim=64,  fp16=0, clamp=None),
+}
+
+# --augpipe presets (COMPAT.md §1.2): AugmentPipe ops switched on, in upstream's order.
+_BLIT, _GEOM, _COLOR = ['xflip', 'rotate90', 'xint'], ['scale', 'rotate', 'aniso', 'xfrac'], ['brightness', 'contrast', 'lumaflip', 'hue', 'saturation']
+AUGPIPES = {
+    'blit': _BLIT, 'geom': _GEOM, 'color': _COLOR, 'filter': ['imgfilter'], 'noise': ['noise'], 'cutout': ['cutout'],
+    'bg': _BLIT + _GEOM, 'bgc': _BLIT + _GEOM + _COLOR, 'bgcf': _BLIT + _GEOM + _COLOR + ['imgfilter'],
+    'bgcfn': _BLIT + _GEOM + _COLOR + ['imgfilter', 'noise'], 'bgcfnc': _BLIT + _GEOM + _COLOR + ['imgfilter', 'noise', 'cutout'],
+}
+
+# --resume presets (COMPAT.md §1.3): pickle URL and the --cfg it was trained with.
+_CDN = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
+RESUME_PRESETS = {
+    'ffhq256':     (_CDN + 'ffhq-res256-mirror-paper256-noaug.pkl', 'paper256', 256),
+    'ffhq512':     (_CDN + 'ffhq-res512-mirror-stylegan2-noaug.pkl', 'stylegan2', 512),
+    'ffhq1024':    (_CDN + 'ffhq-res1024-mirror-stylegan2-noaug.pkl', 'stylegan2', 1024),
+    'celebahq256': (_CDN + 'celebahq-res256-mirror-paper256-kimg100000-ada-target0.5.pkl', 'paper256', 256),
+    'lsundog256':  (_CDN + 'lsundog-res256-paper256-kimg100000-noaug.pkl', 'paper256', 256),
+}
+
+DEFAULT_DATA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'datasets', 'emoji32.zip')
+
+#----------------------------------------------------------------------------
+
+def _bad(flag: str, message: str) -> click.BadParameter:
+    return click.BadParameter(message, param_hint=flag)
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and (n & (n - 1)) == 0
+
+
+# Loud multi-line warning on stderr (resume mismatches must not go unnoticed, issue #279).
+def warn_loud(title: str, lines: list) -> None:
+    bar = '!' * 78
+    click.secho('\n'.join([bar, f'WARNING: {title}', *[f'  {line}' for line in lines], bar]), fg='yellow', err=True)
+
+#----------------------------------------------------------------------------
+# The 'auto' row for a resolution and GPU count (COMPAT.md §1.1).
+
+def auto_preset(res: int, gpus: int) -> dict:
+    spec = dict(PRESETS['auto'])
+    spec['ref_gpus'] = gpus
+    spec['mb'] = max(min(gpus * min(4096 // res, 32), 64), gpus)
+    spec['mbstd'] = min(spec['mb'] // gpus, 4)
+    spec['cbase'] = 32768 if res >= 512 else 16384
+    spec['lrate'] = 0.002 if res >= 1024 else 0.0025
+    spec['gamma'] = 0.0002 * (res ** 2) / spec['mb']
+    spec['ema'] = spec['mb'] * 10 / 32
+    return spec
+
+
+# G_kwargs / D_kwargs of a preset row, in upstream's key order.
+def network_kwargs(spec: dict) -> tuple:
+    G_kwargs = dict(class_name='training.networks.Generator', z_dim=spec['zdim'], w_dim=spec['zdim'],
+                    mapping_kwargs=dict(num_layers=spec['map']),
+                    synthesis_kwargs=dict(channel_base=spec['cbase'], channel_max=spec['cmax'], num_fp16_res=spec['fp16'], conv_clamp=spec['clamp']))
+    D_kwargs = dict(class_name='training.networks.Discriminator', block_kwargs=dict(), mapping_kwargs=dict(),
+                    epilogue_kwargs=dict(mbstd_group_size=spec['mbstd']),
+                    channel_base=spec['cbase'], channel_max=spec['cmax'], num_fp16_res=spec['fp16'], conv_clamp=spec['clamp'])
+    return G_kwargs, D_kwargs
+
+#----------------------------------------------------------------------------
+# Dataset: opened once to learn its name, resolution, size and labels (before anything is written).
+
+def dataset_options(args: dict, data: str, cond: bool, subset, mirror: bool, seed: int) -> tuple:
+    """Fills the dataset keys; returns (desc, c_dim)."""
+    from training.dataset import DatasetError, ImageFolderDataset
+    try:
+        training_set = ImageFolderDataset(path=data, use_labels=cond, max_size=None, xflip=False)
+        resolution, size, name, c_dim = training_set.resolution, len(training_set), training_set.name, training_set.label_dim
+        training_set.close()
+    except DatasetError as e:
+        raise _bad('--cond' if cond and 'labels requested' in str(e) else '--data', str(e)) from e
+    if not _is_power_of_two(resolution) or resolution < 4:
+        raise _bad('--data', f'{data}: resolution {resolution} is not a power of two >= 4; rebuild it with dataset_tool.py --resolution=N')
+    args['training_set_kwargs'] = dict(class_name='training.dataset.ImageFolderDataset', path=data, use_labels=bool(cond),
+                                       max_size=size, xflip=False, resolution=resolution)
+    args['data_loader_kwargs'] = dict(pin_memory=True, num_workers=3, prefetch_factor=2)
+    desc = name + ('-cond' if cond else '')
+    if subset is not None:
+        if not 1 <= subset <= size:
+            raise _bad('--subset', f'must be between 1 and {size} (the number of images in {data})')
+        desc += f'-subset{subset}'
+        if subset < size:
+            args['training_set_kwargs']['max_size'] = subset
+            args['training_set_kwargs']['random_seed'] = seed
+    if mirror:
+        desc += '-mirror'
+        args['training_set_kwargs']['xflip'] = True
+    return desc, c_dim
+
+#----------------------------------------------------------------------------
+# Base preset plus the --gamma/--kimg/--batch/--batch-gpu overrides.
+
+def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gpu) -> str:
+    res = args['training_set_kwargs']['resolution']
+    spec = auto_preset(res, gpus) if cfg == 'auto' else dict(PRESETS[cfg])
+    desc = f'-{cfg}' + (f'{gpus}' if cfg == 'auto' else '')
+    args['G_kwargs'], args['D_kwargs'] = network_kwargs(spec)
+    opt = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=[0, 0.99], eps=1e-8)
+    args['G_opt_kwargs'], args['D_opt_kwargs'] = dict(opt), dict(opt, betas=[0, 0.99])
+    args['loss_kwargs'] = dict(class_name='training.loss.StyleGAN2Loss', r1_gamma=spec['gamma'])
+    args['total_kimg'] = spec['kimg']
+    args['batch_size'] = spec['mb']
+    args['batch_gpu'] = min(spec['mb'] // spec['ref_gpus'], spec['mb'] // gpus) # = upstream unless gpus > ref_gpus
+    args['ema_kimg'] = spec['ema']
+    args['ema_rampup'] = spec['ramp']
+    if cfg == 'cifar':
+        args['loss_kwargs']['pl_weight'] = 0 # disable path length regularization
+        args['loss_kwargs']['style_mixing_prob'] = 0 # disable style mixing
+        args['D_kwargs']['architecture'] = 'orig' # disable residual skip connections
+    if gamma is not None:
+        if gamma < 0:
+            raise _bad('--gamma', 'must be non-negative')
+        desc += f'-gamma{gamma:g}'
+        args['loss_kwargs']['r1_gamma'] = gamma
+    if kimg is not None:
+        if not kimg > 0:
+            raise _bad('--kimg', 'must be positive (fractions such as 0.2 are fine)')
+        desc += f'-kimg{kimg:g}'
+        args['total_kimg'] = int(kimg) if float(kimg).is_integer() else float(kimg)
+    if batch is not None:
+        if not (batch >= 1 and batch % gpus == 0):
+            raise _bad('--batch', f'must be at least 1 and divisible by --gpus={gpus}')
+        desc += f'-batch{batch}'
+        args['batch_size'] = batch
+        args['batch_gpu'] = batch // gpus
+    if batch_gpu is not None:
+        args['batch_gpu'] = batch_gpu
+    per_round = args['batch_gpu'] * gpus
+    if args['batch_gpu'] < 1 or args['batch_size'] % per_round != 0:
+        flag = '--batch-gpu' if batch_gpu is not None else '--batch' if batch is not None else '--gpus'
+        raise _bad(flag, f'batch {args["batch_size"]} is not a multiple of batch_gpu {args["batch_gpu"]} x {gpus} GPUs; '
+                         f'pick --batch and --batch-gpu so that batch = k * batch_gpu * gpus')
+    mbstd = args['D_kwargs']['epilogue_kwargs']['mbstd_group_size']
+    if args['batch_gpu'] > mbstd and args['batch_gpu'] % mbstd != 0:
+        raise _bad('--batch-gpu', f'{args["batch_gpu"]} images per GPU cannot be split into minibatch-std groups of {mbstd}; use a multiple of {mbstd}')
+    return desc
+
+#----------------------------------------------------------------------------
+# --aug: upstream's noaug/ada/fixed with --p/--target/--augpipe, or an asa_plugin spec.
+# Returns (desc, canonical aug_spec).
+
+UPSTREAM_AUGS = ('noaug', 'ada', 'fixed')
+
+
+# Validated and canonical through asa_plugin when it is importable and has methods registered.
+# A spec we translated from upstream flags is kept as is while its method is not registered yet.
+def _check_spec(spec: str, translated: bool = False) -> str:
+    if not re.fullmatch(r'[A-Za-z0-9_.,:=+\-]+', spec):
+        raise _bad('--aug', f'"{spec}" is not a spec: write method[:option,...] joined by "+", e.g. ada:bgc,target=0.6')
+    try:
+        import asa_plugin # pylint: disable=unused-import  (importing registers the methods)
+        from asa_plugin.registry import is_augment, list_augments
+        from asa_plugin.spec import SpecError, canonical_spec, parse_spec
+    except ImportError:
+        return spec
+    if not list_augments() or (translated and not is_augment(spec.split(':')[0])):
+        return spec
+    try:
+        from asa_plugin.stack import create_augment_stack
+        return create_augment_stack(spec).spec  # also refuses bad option values and combinations
+    except (SpecError, ValueError, KeyError) as e:
+        raise _bad('--aug', str(e).strip('"\'')) from e
+
+
+def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
+    desc = ''
+    if aug is not None and aug not in UPSTREAM_AUGS:
+        for flag, value in (('--p', p), ('--target', target), ('--augpipe', augpipe)):
+            if value is not None:
+                raise _bad(flag, f'only works with --aug=noaug|ada|fixed; with a spec write it as a method option, e.g. --aug=ada:bgc,target=0.6 or fixed:bgc,p=0.2')
+        return '-' + re.sub(r'[^A-Za-z0-9.+_-]', '-', aug.replace('=', '')), _check_spec(aug)
+    if aug is None:
+        aug = 'ada'
+    else:
+        desc += f'-{aug}'
+    if aug == 'ada':
+        args['ada_target'] = 0.6
+    elif aug == 'fixed' and p is None:
+        raise _bad('--p', f'--aug=fixed requires specifying --p (augmentation probability 0..1)')
+    if p is not None:
+        if aug != 'fixed':
+            raise _bad('--p', 'can only be specified with --aug=fixed')
+        if not 0 <= p <= 1:
+            raise _bad('--p', 'must be between 0 and 1')
+        desc += f'-p{p:g}'
+        args['augment_p'] = p
+    if target is not None:
+        if aug != 'ada':
+            raise _bad('--target', 'can only be specified with --aug=ada')
+        if not 0 <= target <= 1:
+            raise _bad('--target', 'must be between 0 and 1')
+        desc += f'-target{target:g}'
+        args['ada_target'] = target
+    if augpipe is None:
+        augpipe = 'bgc'
+    else:
+        if aug == 'noaug':
+            raise _bad('--augpipe', 'cannot be specified with --aug=noaug')
+        desc += f'-{augpipe}'
+    if aug != 'noaug':
+        args['augment_kwargs'] = dict(class_name='training.augment.AugmentPipe', **{op: 1 for op in AUGPIPES[augpipe]})
+    spec = {'noaug': 'noaug', 'ada': f'ada:{augpipe},target={args.get("ada_target", 0.6):g}', 'fixed': f'fixed:{augpipe},p={p:g}' if p is not None else ''}[aug]
+    return desc, _check_spec(spec, translated=True)
+
+#----------------------------------------------------------------------------
+# Architecture recorded in a resume pickle, compared with --cfg. Keys that depend on the dataset
+# or only on numerics/batching are ours to choose and are skipped.
+
+_NOT_ARCH = {'c_dim', 'img_resolution', 'img_channels', 'num_fp16_res', 'conv_clamp', 'fp16_channels_last',
+             'freeze_layers', 'mbstd_group_size', 'class_name'}
+
+
+def _plain(value):
+    return json.loads(json.dumps(value, default=lambda o: o.item() if hasattr(o, 'item') else str(o)))
+
+
+def merge_architecture(cfg_kwargs: dict, pkl_kwargs: dict, prefix: str) -> list:
+    """Overwrite architecture keys of `cfg_kwargs` with the pickle's; returns 'key: cfg -> pkl' lines."""
+    diffs = []
+    for key, value in pkl_kwargs.items():
+        if key in _NOT_ARCH:
+            continue
+        value = _plain(value)
+        if isinstance(value, dict) and isinstance(cfg_kwargs.get(key), dict):
+            diffs += merge_architecture(cfg_kwargs[key], value, f'{prefix}.{key}')
+        elif cfg_kwargs.get(key, '<default>') != value:
+            diffs.append(f'{prefix}.{key}: {cfg_kwargs.get(key, "<default>")} -> {value}')
+            cfg_kwargs[key] = copy.deepcopy(value)
+    return diffs
+
+
+# Init kwargs of G and D in the resume pickle: from the preset table, or by loading a local file
+# with the safe loader. None when they cannot be known before training starts (remote URL).
+def pickle_architecture(resume: str, resume_pkl: str):
+    if resume in RESUME_PRESETS:
+        _url, cfg, res = RESUME_PRESETS[resume]
+        G_kwargs, D_kwargs = network_kwargs(PRESETS[cfg])
+        return dict(G_kwargs, img_resolution=res, c_dim=0), dict(D_kwargs, img_resolution=res, c_dim=0)
+    if not os.path.isfile(resume_pkl):
+        return None
+    try:
+        import legacy
+        with open(resume_pkl, 'rb') as f:
+            data = legacy.load_network_pkl(f)
+        return dict(data['G'].init_kwargs), dict(data['D'].init_kwargs)
+    except (ImportError, AttributeError, KeyError) as e:
+        warn_loud('cannot read the architecture of the resume pickle', [f'{resume_pkl}: {e}', 'using --cfg as is'])
+        return None
+    except Exception as e: # The loader's own errors (corrupt, unsafe) are reported at the CLI.
+        raise _bad('--resume', f'{resume_pkl}: {e}') from e
+
+
+# Constructor defaults of architecture keys that --cfg may set but a pickle records only when given.
+_ARCH_DEFAULTS = dict(D=dict(architecture='resnet'))
+
+
+def adopt_architecture(args: dict, resume: str, resume_pkl: str, c_dim: int) -> None:
+    arch = pickle_architecture(resume, resume_pkl)
+    if arch is None:
+        return
+    G_init, D_init = arch
+    D_init = {**_ARCH_DEFAULTS['D'], **D_init}
+    diffs = merge_architecture(args['G_kwargs'], G_init, 'G_kwargs') + merge_architecture(args['D_kwargs'], D_init, 'D_kwargs')
+    res = args['training_set_kwargs']['resolution']
+    if G_init.get('img_resolution', res) != res:
+        diffs.append(f'resolution: dataset {res} != pickle {G_init["img_resolution"]} (only matching layers will be copied)')
+    if G_init.get('c_dim', c_dim) != c_dim:
+        diffs.append(f'labels: c_dim {c_dim} (--cond) != pickle {G_init["c_dim"]} (the label embedding will not be copied)')
+    if diffs:
+        warn_loud(f'--resume={resume}: its architecture differs from --cfg; using the pickle\'s', diffs)
+
+#----------------------------------------------------------------------------
+# --resume: preset, path, URL or 'latest'. Returns (desc, resume_state or None).
+
+def resume_options(args: dict, resume, outdir: str, c_dim: int = 0) -> tuple:
+    if resume is None or resume == 'noresume':
+        return ('-noresume' if resume == 'noresume' else ''), None
+    state = None
+    if resume in RESUME_PRESETS:
+        desc, pkl = f'-resume{resume}', RESUME_PRESETS[resume][0]
+    elif resume == 'latest':
+        from training import checkpoint
+        try:
+            pkl, state = checkpoint.find_latest(outdir)
+        except FileNotFoundError as e:
+            raise _bad('--resume', str(e)) from e
+        desc = '-resumelatest'
+    elif re.match(r'^[a-z]+://', resume):
+        desc, pkl = '-resumecustom', resume
+        click.echo(f'Note: --resume={resume} is downloaded by the training loop; its architecture is checked there.', err=True)
+    else:
+        if not os.path.isfile(resume):
+            raise _bad('--resume', f'{resume}: no such file; pass a .pkl path, a URL, latest, or one of {", ".join(RESUME_PRESETS)}')
+        from training import checkpoint
+        try:
+            checkpoint.check_snapshot(resume)
+        except FileNotFoundError as e:
+            raise _bad('--resume', str(e)) from e
+        candidate = checkpoint.state_path_for(resume)
+        state = candidate if candidate and checkpoint.verify(candidate, required=True) else None
+        desc, pkl = '-resumecustom', resume
+    args['resume_pkl'] = pkl
+    if state is None: # Transfer learning (upstream): ADA reacts faster, no EMA ramp-up.
+        args['ada_kimg'] = 100
+        args['ema_rampup'] = None
+    adopt_architecture(args, resume, pkl, c_dim)
+    return desc, state
+
+#----------------------------------------------------------------------------
+# Performance switches (COMPAT.md §1): they change values in place or append upstream's keys.
+
+def perf_options(args: dict, fp32, nhwc, nobench, allow_tf32, workers, device: str) -> None:
+    if fp32:
+        for kwargs in (args['G_kwargs']['synthesis_kwargs'], args['D_kwargs']):
+            kwargs['num_fp16_res'] = 0
+            kwargs['conv_clamp'] = None
+    if nhwc:
+        args['G_kwargs']['synthesis_kwargs']['fp16_channels_last'] = True
+        args['D_kwargs']['block_kwargs']['fp16_channels_last'] = True
+    if nobench:
+        args['cudnn_benchmark'] = False
+    if allow_tf32:
+        args['allow_tf32'] = True
+    if workers is not None:
+        args['data_loader_kwargs']['num_workers'] = workers
+        if workers == 0: # torch rejects prefetch_factor without worker processes.
+            del args['data_loader_kwargs']['prefetch_factor']
+    if device != 'cuda':
+        args['data_loader_kwargs']['pin_memory'] = False # Nothing to pin for.
+
+#----------------------------------------------------------------------------
+
+def resolve_device(device: str, gpus: int) -> str:
+    import torch
+    if device == 'auto':
+        device = 'cuda' if torch.cuda.is_available() else 'cpu'
+    if device == 'cuda':
+        if not torch.cuda.is_available():
+            raise _bad('--device', 'cuda requested but no CUDA GPU is visible; use --device=cpu')
+        if gpus > torch.cuda.device_count():
+            raise _bad('--gpus', f'{gpus} requested but only {torch.cuda.device_count()} CUDA GPUs are visible')
+    return device
+
+
+def setup_training_options(
+    outdir      = None,     # Parent folder of the run folders (used by --resume=latest).
+    gpus        = None,     # Number of processes / GPUs, a power of two. Default 1.
+    snap        = None,     # Ticks between snapshots. Default 50.
+    metrics     = None,     # List of metric names. Default ['fid50k_full'] ([] for cfg=tiny).
+    seed        = None,     # Random seed. Default 0.
+    data        = None,     # Dataset folder or zip. Required.
+    cond        = None,     # Train a conditional model (needs dataset.json labels).
+    subset      = None,     # Train on the first N images of a seeded shuffle.
+    mirror      = None,     # Double the data with x-flips.
+    cfg         = None,     # Preset name (PRESETS). Default 'auto'.
+    gamma       = None,     # Override R1 gamma.
+    kimg        = None,     # Override training length (float).
+    batch       = None,     # Override total batch size.
+    aug         = None,     # noaug | ada | fixed | an asa_plugin spec. Default ada.
+    p           = None,     # --aug=fixed probability.
+    target      = None,     # --aug=ada target.
+    augpipe     = None,     # AUGPIPES preset. Default bgc.
+    resume      = None,     # Preset, path, URL or 'latest'.
+    freezed     = None,     # Freeze-D: number of frozen D layers.
+    fp32        = None,     # Disable mixed precision.
+    nhwc        = None,     # channels_last for the fp16 layers.
+    nobench     = None,     # Disable cuDNN benchmarking.
+    allow_tf32  = None,     # Allow TF32 matmuls/convolutions.
+    workers     = None,     # DataLoader workers. Default 3.
+    tick        = None,     # kimg per tick (float). Default 4.
+    batch_gpu   = None,     # Images per GPU per accumulation round.
+    device      = 'auto',   # auto | cuda | cpu.
+    nonfinite   = 'skip',   # skip | stop.
+    deterministic = False,  # Deterministic algorithms (exact-resume tests).
+) -> tuple:
+    """Returns ``(desc, options)``; ``options['run_dir']`` is left None for the caller to fill in."""
+    gpus = 1 if gpus is None else gpus
+    if not _is_power_of_two(gpus):
+        raise _bad('--gpus', f'{gpus} is not a power of two (1, 2, 4, 8, ...)')
+    snap = 50 if snap is None else snap
+    if snap < 1:
+        raise _bad('--snap', 'must be at least 1')
+    cfg = 'auto' if cfg is None else cfg
+    if cfg not in PRESETS:
+        raise _bad('--cfg', f'unknown preset "{cfg}"; choose one of {", ".join(PRESETS)}')
+    metrics = (['fid50k_full'] if cfg != 'tiny' else []) if metrics is None else metrics
+    check_metrics(metrics)
+    seed = 0 if seed is None else seed
+    device = resolve_device(device, gpus)
+    if data is None:
+        raise _bad('--data', 'required')
+
+    args = dict(num_gpus=gpus, image_snapshot_ticks=snap, network_snapshot_ticks=snap, metrics=list(metrics), random_seed=seed)
+    desc, c_dim = dataset_options(args, data, bool(cond), subset, bool(mirror), seed)
+    desc += preset_options(args, cfg, gpus, gamma, kimg, batch, batch_gpu)
+    aug_desc, aug_spec = aug_options(args, aug, p, target, augpipe)
+    resume_desc, resume_state = resume_options(args, resume, outdir, c_dim)
+    desc += aug_desc + resume_desc
+    if freezed is not None:
+        if freezed < 0:
+            raise _bad('--freezed', 'must be non-negative')
+        desc += f'-freezed{freezed:d}'
+        args['D_kwargs']['block_kwargs']['freeze_layers'] = freezed
+    perf_options(args, fp32, nhwc, nobench, allow_tf32, workers, device)
+    if tick is not None and not tick > 0:
+        raise _bad('--tick', 'must be positive (kimg per tick, e.g. 0.2)')
+
+    args['run_dir'] = None
+    args['aug_spec'] = aug_spec
+    args['kimg_per_tick'] = float(4 if tick is None else tick)
+    args['device'] = device
+    args['G_reg_interval'] = 4
+    args['D_reg_interval'] = 16
+    if resume_state is not None:
+        args['resume_state'] = resume_state
+    args['nonfinite'] = nonfinite
+    args['deterministic'] = bool(deterministic)
+    return desc, args
+
+#----------------------------------------------------------------------------
+# Metric names against the metrics registry, when it is importable.
+
+def check_metrics(metrics: list) -> None:
+    try:
+        from metrics import metric_main
+    except ImportError:
+        return
+    valid = getattr(metric_main, 'is_valid_metric', lambda m: m in metric_main.list_valid_metrics())
+    bad = [m for m in metrics if not valid(m)]
+    if bad:
+        raise _bad('--metrics', f'unknown metric {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())} (or none)')
+
+#----------------------------------------------------------------------------
+# Run folder: next free 5-digit id in outdir (COMPAT.md §1.4), claimed with an exclusive mkdir
+# so that an existing folder is never reused, even by a concurrent launch.
+
+def next_run_dir(outdir: str, desc: str) -> str:
+    prev = [x for x in os.listdir(outdir) if os.path.isdir(os.path.join(outdir, x))] if os.path.isdir(outdir) else []
+    ids = [int(m.group()) for m in (re.match(r'^\d+', x) for x in prev) if m is not None]
+    return os.path.join(outdir, f'{max(ids, default=-1) + 1:05d}-{desc}')
+
+
+def make_run_dir(outdir: str, desc: str) -> str:
+    os.makedirs(outdir, exist_ok=True)
+    for _attempt in range(100):
+        run_dir = next_run_dir(outdir, desc)
+        try:
+            os.mkdir(run_dir)
+            return run_dir
+        except FileExistsError:
+            continue
+    raise click.ClickException(f'--outdir: could not claim a new run folder in {outdir}')
+
+#----------------------------------------------------------------------------

@@ -1,0 +1,211 @@
+"""StyleGAN2 loss: non-saturating logistic loss, lazy R1, path-length regularization, style mixing.
+
+The augmentation plugin enters only through the hooks of `asa_plugin.base.AugmentMethod`, called
+in the order documented there; this file never asks which method is active. The math lives in
+`training/regularizers.py`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from torch_utils import training_stats
+from training import regularizers
+
+#----------------------------------------------------------------------------
+# Upstream's loss class (name kept for `loss_kwargs.class_name`), with G and D passed whole.
+
+class StyleGAN2Loss:
+    def __init__(self, device, G, D,
+        augment             = None,     # AugmentStack (asa_plugin) or None = no augmentation.
+        r1_gamma            = 10,       # R1 weight gamma; 0 = no R1.
+        style_mixing_prob   = 0.9,      # Probability of mixing two latents per batch; 0 = off.
+        pl_batch_shrink     = 2,        # The PL batch is batch_gpu // pl_batch_shrink.
+        pl_decay            = 0.01,     # Lerp weight of the running PL mean.
+        pl_weight           = 2,        # PL weight; 0 = no path-length regularization.
+    ):
+        self.device = torch.device(device)
+        self.G = G
+        self.D = D
+        self.augment = augment
+        self.r1_gamma = r1_gamma
+        self.style_mixing_prob = style_mixing_prob
+        self.pl_batch_shrink = pl_batch_shrink
+        self.pl_decay = pl_decay
+        self.pl_weight = pl_weight
+        self.pl_mean = torch.zeros([], device=self.device)
+
+    # Loss state that must survive a resume (upstream drops pl_mean; we keep it).
+    def state_dict(self) -> dict:
+        return {'pl_mean': self.pl_mean.detach().cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.pl_mean = state['pl_mean'].to(self.device).clone()
+
+    #------------------------------------------------------------------------
+    # G(z, c) with style mixing; returns the image and the ws it was made from (for PL).
+
+    def run_G(self, z, c):
+        ws = self.G.mapping(z, c)
+        coin, u = torch.rand([2]).tolist()
+        cutoff = regularizers.mixing_cutoff(ws.shape[1], self.style_mixing_prob, coin, u)
+        if cutoff < ws.shape[1]:
+            ws2 = self.G.mapping(torch.randn_like(z), c, skip_w_avg_update=True)
+            ws = torch.cat([ws[:, :cutoff], ws2[:, cutoff:]], dim=1)
+        img = self.G.synthesis(ws)
+        return img, ws
+
+    # D on (optionally augmented) images; features only when the plugin asks for them.
+    def run_D(self, img, c, augment=True):
+        if augment and self.augment is not None:
+            img = self.augment.augment(img, c)
+        if self.augment is not None and self.augment.needs_features:
+            logits, features = self.D(img, c, return_features=True)
+            return logits, features
+        return self.D(img, c), None
+
+    def _adjust(self, logits, features, c, target, phase):
+        if self.augment is None:
+            return logits
+        return self.augment.adjust_logits(logits, features, c, target=target, phase=phase)
+
+    def _extra(self, phase, real_img, real_c, gen_img, gen_c):
+        if self.augment is None:
+            return None
+        extra = self.augment.extra_loss(phase, self.run_D, real_img, real_c, gen_img, gen_c)
+        if extra is None:
+            return None
+        extra = extra.mean()
+        training_stats.report(f'Loss/{phase}/extra', extra)
+        return extra
+
+    def _mix_reals(self, real_img, real_c, gen_fn):
+        if self.augment is None:
+            return real_img, real_c
+        return self.augment.mix_reals(real_img, real_c, gen_fn)
+
+    #------------------------------------------------------------------------
+    # One round of one phase: forward, loss, backward (scaled by gain). Returns the detached
+    # total loss so that the loop's non-finite guard can see it.
+
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, **_unused):
+        if phase not in ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth'):
+            raise ValueError(f'accumulate_gradients: unknown phase {phase!r}')
+        do_Gmain = phase in ('Gmain', 'Gboth')
+        do_Gpl = phase in ('Greg', 'Gboth') and self.pl_weight != 0
+        do_Dmain = phase in ('Dmain', 'Dboth')
+        do_Dr1 = phase in ('Dreg', 'Dboth') and self.r1_gamma != 0
+        total = torch.zeros([], device=self.device)
+        if do_Gmain:
+            total += self._G_main(real_img, real_c, gen_z, gen_c, gain)
+        if do_Gpl:
+            total += self._G_pl(gen_z, gen_c, gain)
+        if phase in ('Greg', 'Gboth'):
+            total += self._backward_extra('Greg', real_img, real_c, None, None, gain)
+        gen_cache = {}
+        if do_Dmain:
+            total += self._D_fake(gen_z, gen_c, gain, gen_cache)
+        if do_Dmain or do_Dr1:
+            total += self._D_real(real_img, real_c, gen_z, gen_c, gain, gen_cache, do_Dmain, do_Dr1)
+        if phase in ('Dreg', 'Dboth'):
+            total += self._backward_extra('Dreg', real_img, real_c, None, None, gain)
+        return total.detach()
+
+    # Extra loss of a phase with nothing else to backpropagate (e.g. a regularizer-only phase).
+    def _backward_extra(self, phase, real_img, real_c, gen_img, gen_c, gain):
+        extra = self._extra(phase, real_img, real_c, gen_img, gen_c)
+        if extra is None:
+            return torch.zeros([], device=self.device)
+        extra.mul(gain).backward()
+        return extra.detach()
+
+    #------------------------------------------------------------------------
+    # Gmain: make D think the fakes are real.
+
+    def _G_main(self, real_img, real_c, gen_z, gen_c, gain):
+        gen_img, _ws = self.run_G(gen_z, gen_c)
+        gen_logits, gen_features = self.run_D(gen_img, gen_c)
+        training_stats.report('Loss/scores/fake', gen_logits)
+        training_stats.report('Loss/signs/fake', gen_logits.sign())
+        adjusted = self._adjust(gen_logits, gen_features, gen_c, target='real', phase='Gmain')
+        loss_Gmain = regularizers.logistic_loss(adjusted, 'real')
+        training_stats.report('Loss/G/loss', loss_Gmain)
+        loss = loss_Gmain.mean()
+        extra = self._extra('Gmain', real_img, real_c, gen_img, gen_c)
+        if extra is not None:
+            loss = loss + extra
+        loss.mul(gain).backward()
+        return loss.detach()
+
+    # Greg: path-length regularization on a shrunken batch.
+    def _G_pl(self, gen_z, gen_c, gain):
+        batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
+        gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
+        noise = regularizers.pl_noise(gen_img)
+        ws_grads, = torch.autograd.grad(outputs=[(gen_img * noise).sum()], inputs=[gen_ws], create_graph=True, only_inputs=True)
+        lengths = regularizers.path_lengths(ws_grads)
+        penalty, self.pl_mean = regularizers.pl_penalty(lengths, self.pl_mean, self.pl_decay)
+        training_stats.report('Loss/pl_penalty', penalty)
+        loss_Gpl = penalty * self.pl_weight
+        training_stats.report('Loss/G/reg', loss_Gpl)
+        # The zero term keeps every synthesis parameter in the graph (same gradient layout on all ranks).
+        (gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean().mul(gain).backward()
+        return loss_Gpl.detach().mean()
+
+    #------------------------------------------------------------------------
+    # Dmain, fake path: make D call the fakes fake. The fakes are cached for mix_reals (APA).
+
+    def _D_fake(self, gen_z, gen_c, gain, gen_cache):
+        with torch.no_grad():
+            gen_img, _ws = self.run_G(gen_z, gen_c)
+        gen_cache['img'] = gen_img
+        gen_logits, gen_features = self.run_D(gen_img, gen_c)
+        training_stats.report('Loss/scores/fake', gen_logits)
+        training_stats.report('Loss/signs/fake', gen_logits.sign())
+        if self.augment is not None and gen_features is not None:
+            self.augment.observe_features(gen_features.detach(), gen_c, 'fake')
+        adjusted = self._adjust(gen_logits, gen_features, gen_c, target='fake', phase='Dmain')
+        loss_Dgen = regularizers.logistic_loss(adjusted, 'fake')
+        gen_cache['loss'] = loss_Dgen.detach()
+        loss = loss_Dgen.mean()
+        loss.mul(gain).backward()
+        return loss.detach()
+
+    # Dmain real path and/or R1: reals (possibly mixed with fakes by the plugin) through the
+    # augmentation into D; R1 is the gradient w.r.t. those clean (mixed) reals.
+    def _D_real(self, real_img, real_c, gen_z, gen_c, gain, gen_cache, do_Dmain, do_Dr1):
+        def gen_fn():
+            if 'img' not in gen_cache:
+                with torch.no_grad():
+                    gen_cache['img'] = self.run_G(gen_z, gen_c)[0]
+            return gen_cache['img'].detach(), gen_c
+        mixed_img, mixed_c = self._mix_reals(real_img, real_c, gen_fn)
+        real_img_tmp = mixed_img.detach().requires_grad_(do_Dr1)
+        real_logits, real_features = self.run_D(real_img_tmp, mixed_c)
+        loss = torch.zeros([], device=self.device)
+        if do_Dmain:
+            training_stats.report('Loss/scores/real', real_logits)
+            training_stats.report('Loss/signs/real', real_logits.sign())
+            if self.augment is not None:
+                self.augment.observe_real_logits(real_logits.detach())
+                if real_features is not None:
+                    self.augment.observe_features(real_features.detach(), mixed_c, 'real')
+            adjusted = self._adjust(real_logits, real_features, mixed_c, target='real', phase='Dmain')
+            loss_Dreal = regularizers.logistic_loss(adjusted, 'real')
+            training_stats.report('Loss/D/loss', gen_cache['loss'] + loss_Dreal if 'loss' in gen_cache else loss_Dreal)
+            loss = loss + loss_Dreal.mean()
+            extra = self._extra('Dmain', real_img, real_c, gen_cache.get('img'), gen_c)
+            if extra is not None:
+                loss = loss + extra
+        if do_Dr1:
+            r1_grads, = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True, only_inputs=True)
+            penalty = regularizers.r1_penalty(r1_grads)
+            loss_Dr1 = penalty * (self.r1_gamma / 2)
+            training_stats.report('Loss/r1_penalty', penalty)
+            training_stats.report('Loss/D/reg', loss_Dr1)
+            # The zero term keeps every D parameter in the graph, as in the PL phase.
+            loss = loss + (real_logits * 0).mean() + loss_Dr1.mean()
+        loss.mul(gain).backward()
+        return loss.detach()
+
+#----------------------------------------------------------------------------

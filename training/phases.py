@@ -1,0 +1,122 @@
+"""Training phases (Gmain, Greg, Dmain, Dreg) and one iteration over them, with G_ema tracking.
+
+Lazy regularization (StyleGAN2 Appendix C): a net with a reg interval gets two phases that share
+one optimizer whose lr and betas are corrected for the skipped minibatches; without an interval
+it gets a single `*both` phase.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import numpy as np
+import torch
+
+import dnnlib
+from torch_utils import training_stats
+from training import distributed, regularizers
+
+#----------------------------------------------------------------------------
+
+@dataclasses.dataclass
+class Phase:
+    name:       str                     # Gmain, Greg, Gboth, Dmain, Dreg, Dboth.
+    module:     torch.nn.Module         # G or D, whose requires_grad is toggled.
+    params:     list                    # Everything this phase's optimizer updates (incl. plugin params).
+    opt:        torch.optim.Optimizer
+    opt_name:   str                     # 'G' or 'D': key of the optimizer state.
+    owns_opt:   bool                    # First phase of its net (saves the shared optimizer once).
+    interval:   int                     # Runs when batch_idx % interval == 0; also the loss gain.
+    timing:     list = dataclasses.field(default_factory=list)  # (start, end) of its last run: CUDA events or seconds.
+
+#----------------------------------------------------------------------------
+
+def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval, D_reg_interval) -> list:
+    phases = []
+    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
+        params = list(module.parameters()) + (augment.extra_parameters(name) if augment is not None else [])
+        opt_kwargs = dnnlib.EasyDict(opt_kwargs)
+        opt_kwargs.lr, opt_kwargs.betas = regularizers.lazy_reg_adjust(opt_kwargs.get('lr', 0.002), opt_kwargs.get('betas', (0, 0.99)), reg_interval)
+        opt = dnnlib.util.construct_class_by_name(params=params, **opt_kwargs)
+        if reg_interval is None:
+            phases.append(Phase(name + 'both', module, params, opt, name, True, 1))
+        else:
+            phases.append(Phase(name + 'main', module, params, opt, name, True, 1))
+            phases.append(Phase(name + 'reg', module, params, opt, name, False, reg_interval))
+    return phases
+
+#----------------------------------------------------------------------------
+# One batch of reals and one set of latents/labels per phase, split into batch_gpu rounds.
+
+def fetch_batch(data_iter, training_set, phases: list, batch_gpu: int, z_dim: int, device) -> tuple:
+    real_img, real_c = next(data_iter)
+    real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+    real_c = real_c.to(device).split(batch_gpu)
+    batch = sum(x.shape[0] for x in real_img)
+    all_z = torch.randn([len(phases) * batch, z_dim], device=device).split(batch)
+    labels = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch)]
+    all_c = torch.from_numpy(np.stack(labels)).pin_memory().to(device) if device.type == 'cuda' else torch.from_numpy(np.stack(labels))
+    all_c = all_c.split(batch)
+    gen = [(z.split(batch_gpu), c.split(batch_gpu)) for z, c in zip(all_z, all_c)]
+    return real_img, real_c, gen
+
+#----------------------------------------------------------------------------
+# Runs every due phase: accumulate over rounds, average gradients over ranks, guard, step.
+
+def run_phases(phases, loss, guard, batch, batch_idx: int, cur_nimg: int, device) -> None:
+    real_img, real_c, gen = batch
+    for phase, (gen_z, gen_c) in zip(phases, gen):
+        if batch_idx % phase.interval != 0:
+            continue
+        start = _timestamp(device)
+        phase.module.requires_grad_(True)
+        for p in phase.params:
+            p.requires_grad_(True)
+        phase.opt.zero_grad(set_to_none=True)
+        total = torch.zeros([], device=device)
+        for img, c, z, gc in zip(real_img, real_c, gen_z, gen_c):
+            total += loss.accumulate_gradients(phase=phase.name, real_img=img, real_c=c, gen_z=z, gen_c=gc, gain=phase.interval)
+        phase.module.requires_grad_(False)
+        params = [p for p in phase.params if p.grad is not None]
+        for p in phase.params:
+            p.requires_grad_(False)
+        distributed.all_reduce_grads(params)
+        if guard.check(phase.name, batch_idx, cur_nimg, total, params, device):
+            phase.opt.step()
+        phase.opt.zero_grad(set_to_none=True)
+        phase.timing = [start, _timestamp(device)]
+
+
+def _timestamp(device):
+    if device.type == 'cuda':
+        event = torch.cuda.Event(enable_timing=True)
+        event.record(torch.cuda.current_stream(device))
+        return event
+    return time.perf_counter()
+
+
+# Milliseconds of each phase's last run (upstream's Timing/* stats); called once per tick.
+def report_timings(phases: list) -> None:
+    for phase in phases:
+        if len(phase.timing) != 2:
+            continue
+        start, end = phase.timing
+        if isinstance(start, float):
+            value = (end - start) * 1000
+        else:
+            end.synchronize()
+            value = start.elapsed_time(end)
+        training_stats.report0(f'Timing/{phase.name}', value)
+
+#----------------------------------------------------------------------------
+# G_ema <- lerp(G, G_ema, beta) for parameters; buffers (w_avg, noise_const) copied verbatim.
+
+@torch.no_grad()
+def update_ema(G, G_ema, beta: float) -> None:
+    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+        p_ema.copy_(p.detach().lerp(p_ema, beta))
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+#----------------------------------------------------------------------------
