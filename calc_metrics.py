@@ -1,0 +1,168 @@
+"""Calculate quality metrics for a network pickle (upstream's calc_metrics.py CLI, COMPAT.md §10).
+
+    python calc_metrics.py --network=training-runs/00000-x/network-snapshot-000100.pkl --metrics=fid50k_full,kid50k_full
+    python calc_metrics.py --network=net.pkl --data=~/datasets/ffhq.zip --mirror=1 --metrics=pr50k3_full
+    python calc_metrics.py --network=net.pkl --device=cpu --detector=effnet-lite0 --metrics=fid1k_full   # offline, NOT comparable
+
+When the pickle sits in a run folder (next to training_options.json) the results are also
+appended to that folder's metric-{name}.jsonl; otherwise they are only printed.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import pickle
+import tempfile
+
+import click
+import torch
+
+import dnnlib
+from metrics import detectors
+from metrics import metric_main
+from metrics import metric_utils
+
+#----------------------------------------------------------------------------
+# Snapshot loading shared with compare.py: G_ema and the training-set kwargs of a pickle.
+
+def load_network(network_pkl: str, verbose: bool = False) -> dict:
+    import legacy
+    with dnnlib.util.open_url(network_pkl, verbose=verbose) as f:
+        return legacy.load_network_pkl(f)
+
+
+def run_dir_of(network_pkl: str):
+    """The run folder holding `network_pkl`, or None when it is not a local pickle inside one."""
+    if not os.path.isfile(network_pkl):
+        return None
+    folder = os.path.dirname(os.path.abspath(network_pkl))
+    return folder if os.path.isfile(os.path.join(folder, 'training_options.json')) else None
+
+
+def metric_names(metrics: list, detector: str) -> list:
+    """With the offline detector every metric becomes its not-comparable `_effnet` twin."""
+    if detector != detectors.EFFNET:
+        return list(metrics)
+    return [m if m.endswith(metric_main.EFFNET_SUFFIX) else m + metric_main.EFFNET_SUFFIX for m in metrics]
+
+
+def dataset_kwargs_for(G, data, mirror, training_set_kwargs) -> dict:
+    """Upstream's rule: --data, else the pickle's training set; resolution and labels from G."""
+    if data is not None:
+        kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data)
+    elif training_set_kwargs is not None:
+        kwargs = dnnlib.EasyDict(copy.deepcopy(training_set_kwargs))
+    else:
+        raise click.ClickException('--data: the pickle does not name its training set; pass --data=PATH')
+    kwargs.resolution = G.img_resolution
+    kwargs.use_labels = (G.c_dim != 0)
+    if mirror is not None:
+        kwargs.xflip = mirror
+    return kwargs
+
+#----------------------------------------------------------------------------
+# One process per device; rank 0 prints and writes.
+
+def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
+    if args.num_gpus > 1:
+        from training.distributed import init_distributed
+        init_method = f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
+        init_distributed(rank, args.num_gpus, init_method, device=args.device_type)
+    device = torch.device(args.device_type, rank) if args.device_type == 'cuda' else torch.device('cpu')
+    if device.type == 'cpu' and args.num_gpus > 1:
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // args.num_gpus))   # CPU ranks share the cores
+    if device.type == 'cuda':
+        torch.backends.cuda.matmul.allow_tf32 = False   # metrics in full fp32, like upstream
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = True
+    G = copy.deepcopy(args.G).eval().requires_grad_(False).to(device)
+    for metric in args.metrics:
+        if rank == 0 and args.verbose:
+            print(f'Calculating {metric}...')
+        result = metric_main.calc_metric(metric=metric, G=G, dataset_kwargs=args.dataset_kwargs,
+                                         num_gpus=args.num_gpus, rank=rank, device=device, verbose=args.verbose,
+                                         detector_dir=args.detector_dir)
+        if rank == 0:
+            metric_main.report_metric(result, run_dir=args.run_dir, snapshot_pkl=args.network_pkl)
+            if not metric_main.is_comparable(metric):
+                print(f'NOTE: {metric}: {metric_main.NOT_COMPARABLE}')
+
+#----------------------------------------------------------------------------
+
+def parse_comma_list(s: str) -> list:
+    return [] if s in ('', 'none') else s.split(',')
+
+
+@click.command()
+@click.pass_context
+@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH', required=True)
+@click.option('--metrics', help='Comma-separated list or "none"', type=parse_comma_list, default='fid50k_full', show_default=True, metavar='LIST')
+@click.option('--data', help='Dataset to evaluate metrics against (directory or zip) [default: same as training data]', metavar='PATH')
+@click.option('--mirror', help='Whether the dataset was augmented with x-flips during training [default: look up]', type=bool, metavar='BOOL')
+@click.option('--gpus', help='Number of GPUs (or CPU processes) to use', type=click.IntRange(min=1), default=1, show_default=True, metavar='INT')
+@click.option('--verbose', help='Print optional information', type=bool, default=True, metavar='BOOL', show_default=True)
+@click.option('--device', help='cuda or cpu [default: cuda if available]', type=click.Choice(['cuda', 'cpu']))
+@click.option('--detector', help=f'Feature network: upstream inception/vgg16, or {detectors.EFFNET} offline (NOT comparable)',
+              type=click.Choice(['inception', detectors.EFFNET]), default='inception', show_default=True)
+@click.option('--detector-dir', help=f'Folder with local detector files [default: ${detectors.ENV_DIR}, cache, download]', metavar='DIR')
+def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device, detector, detector_dir):
+    """Calculate quality metrics for previous training run or pretrained network pickle.
+
+    Recommended: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend. Legacy: fid50k, kid50k,
+    pr50k3, is50k, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend. Quick sized variants:
+    fid1k_full, kid2k_full, pr1k3_full, is5k, fid200_full. Any name + _effnet (or
+    --detector=effnet-lite0): offline EfficientNet-Lite0 features, NOT comparable.
+    """
+    metrics = metric_names(metrics, detector)
+    bad = [m for m in metrics if not metric_main.is_valid_metric(m)]
+    if bad:
+        ctx.fail(f'--metrics: unknown {", ".join(bad)}; valid: ' + ', '.join(metric_main.list_valid_metrics()))
+    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
+    if device == 'cuda' and not torch.cuda.is_available():
+        ctx.fail('--device=cuda: no CUDA device is available; use --device=cpu')
+    if device == 'cuda' and gpus > torch.cuda.device_count():
+        ctx.fail(f'--gpus={gpus}: only {torch.cuda.device_count()} CUDA devices are visible')
+    if detector_dir is not None and not os.path.isdir(detector_dir):
+        ctx.fail(f'--detector-dir: {detector_dir} is not a folder')
+
+    args = dnnlib.EasyDict(metrics=metrics, num_gpus=gpus, network_pkl=network_pkl, verbose=verbose,
+                           device_type=device, detector_dir=detector_dir)
+    if verbose:
+        print(f'Loading network from "{network_pkl}"...')
+    try:
+        network_dict = load_network(network_pkl, verbose=verbose)
+    except (OSError, pickle.UnpicklingError) as err:
+        ctx.fail(f'--network: {str(err).splitlines()[0] if str(err) else type(err).__name__}')
+    args.G = network_dict['G_ema']
+    args.dataset_kwargs = dataset_kwargs_for(args.G, data, mirror, network_dict.get('training_set_kwargs'))
+    try:
+        dnnlib.util.construct_class_by_name(**args.dataset_kwargs)  # fail early, in the parent, with the dataset's message
+    except IOError as err:
+        ctx.fail(f'--data: {err}')
+    try:
+        metric_main.prepare_detectors(metrics, detector_dir=detector_dir, verbose=verbose)
+    except (detectors.DetectorError, ImportError) as err:
+        raise click.ClickException(str(err)) from None
+    args.run_dir = run_dir_of(network_pkl)
+    if verbose:
+        print(f'Dataset options: {dict(args.dataset_kwargs)}')
+        print(f'Results go to {"stdout and " + args.run_dir if args.run_dir else "stdout only"}')
+
+    with tempfile.TemporaryDirectory() as temp_dir:
+        try:
+            if args.num_gpus == 1:
+                subprocess_fn(rank=0, args=args, temp_dir=temp_dir)
+            else:
+                # CPU ranks fork (no CUDA state to protect, and no re-import of everything per rank).
+                method = 'fork' if args.device_type == 'cpu' and os.name == 'posix' else 'spawn'
+                torch.multiprocessing.start_processes(subprocess_fn, args=(args, temp_dir), nprocs=args.num_gpus, start_method=method)
+        except (metric_utils.MetricInputError, detectors.DetectorError, ImportError) as err:
+            raise click.ClickException(str(err)) from None
+
+#----------------------------------------------------------------------------
+
+if __name__ == '__main__':
+    calc_metrics()  # pylint: disable=no-value-for-parameter
+
+#----------------------------------------------------------------------------
