@@ -76,10 +76,11 @@ def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
         torch.backends.cuda.matmul.allow_tf32 = False   # metrics in full fp32, like upstream
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cudnn.benchmark = True
-    G = copy.deepcopy(args.G).eval().requires_grad_(False).to(device)
+    G = copy.deepcopy(args.G).to(device)
+    G.eval().requires_grad_(False)
     for metric in args.metrics:
         if rank == 0 and args.verbose:
-            print(f'Calculating {metric}...')
+            print(f'Metric {metric}: computing...')
         result = metric_main.calc_metric(metric=metric, G=G, dataset_kwargs=args.dataset_kwargs,
                                          num_gpus=args.num_gpus, rank=rank, device=device, verbose=args.verbose,
                                          detector_dir=args.detector_dir)
@@ -96,18 +97,18 @@ def parse_comma_list(s: str) -> list:
 
 @click.command()
 @click.pass_context
-@click.option('--network', 'network_pkl', help='Network pickle filename or URL', metavar='PATH', required=True)
-@click.option('--metrics', help='Comma-separated list or "none"', type=parse_comma_list, default='fid50k_full', show_default=True, metavar='LIST')
-@click.option('--data', help='Dataset to evaluate metrics against (directory or zip) [default: same as training data]', metavar='PATH')
-@click.option('--mirror', help='Whether the dataset was augmented with x-flips during training [default: look up]', type=bool, metavar='BOOL')
-@click.option('--gpus', help='Number of GPUs (or CPU processes) to use', type=click.IntRange(min=1), default=1, show_default=True, metavar='INT')
-@click.option('--verbose', help='Print optional information', type=bool, default=True, metavar='BOOL', show_default=True)
+@click.option('--network', 'network_pkl', help='Snapshot .pkl to evaluate (local path or http(s) URL)', metavar='PATH', required=True)
+@click.option('--metrics', help='Metric names separated by commas, or "none"', type=parse_comma_list, default='fid50k_full', show_default=True, metavar='LIST')
+@click.option('--data', help='Reference images: folder or zip [default: the training set recorded in the pickle]', metavar='PATH')
+@click.option('--mirror', help='Was training run with --mirror (x-flipped copies)? [default: from the pickle]', type=bool, metavar='BOOL')
+@click.option('--gpus', help='Worker processes: one per GPU, or CPU processes with --device=cpu', type=click.IntRange(min=1), default=1, show_default=True, metavar='INT')
+@click.option('--verbose', help='Report progress and settings', type=bool, default=True, metavar='BOOL', show_default=True)
 @click.option('--device', help='cuda or cpu [default: cuda if available]', type=click.Choice(['cuda', 'cpu']))
 @click.option('--detector', help=f'Feature network: upstream inception/vgg16, or {detectors.EFFNET} offline (NOT comparable)',
               type=click.Choice(['inception', detectors.EFFNET]), default='inception', show_default=True)
 @click.option('--detector-dir', help=f'Folder with local detector files [default: ${detectors.ENV_DIR}, cache, download]', metavar='DIR')
 def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device, detector, detector_dir):
-    """Calculate quality metrics for previous training run or pretrained network pickle.
+    """Evaluate metrics (FID, KID, PR, IS, PPL) of a network pickle, e.g. a snapshot of a run.
 
     Recommended: fid50k_full, kid50k_full, pr50k3_full, ppl2_wend. Legacy: fid50k, kid50k,
     pr50k3, is50k, ppl_zfull, ppl_wfull, ppl_zend, ppl_wend. Quick sized variants:
@@ -129,7 +130,7 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device,
     args = dnnlib.EasyDict(metrics=metrics, num_gpus=gpus, network_pkl=network_pkl, verbose=verbose,
                            device_type=device, detector_dir=detector_dir)
     if verbose:
-        print(f'Loading network from "{network_pkl}"...')
+        print(f'Reading {network_pkl}')
     try:
         network_dict = load_network(network_pkl, verbose=verbose)
     except (OSError, pickle.UnpicklingError) as err:
@@ -163,6 +164,6 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device,
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    calc_metrics()  # pylint: disable=no-value-for-parameter
+    calc_metrics()  # arguments come from click
 
 #----------------------------------------------------------------------------

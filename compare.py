@@ -18,13 +18,12 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 
 import click
 
+import dnnlib
 from metrics import metric_main
 
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
@@ -168,19 +167,10 @@ def write_outputs(outdir: str, files: dict) -> None:
     """Write {name: bytes} into a fresh outdir all at once (temp folder + rename)."""
     if os.path.exists(outdir) and (not os.path.isdir(outdir) or os.listdir(outdir)):
         raise CompareError(f'--outdir: {outdir} already exists and is not empty; choose a new folder')
-    parent = os.path.dirname(os.path.abspath(outdir))
-    os.makedirs(parent, exist_ok=True)
-    tmp = tempfile.mkdtemp(dir=parent, prefix='.tmp-compare-')
-    try:
+    with dnnlib.util.AtomicFolder(outdir) as tmp:
         for name, data in files.items():
             with open(os.path.join(tmp, name), 'wb') as f:
                 f.write(data)
-        if os.path.isdir(outdir):
-            os.rmdir(outdir)    # empty, checked above
-        os.replace(tmp, outdir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 #----------------------------------------------------------------------------
 # --specs: train every spec with the same seed, data and budget, one subprocess each.
@@ -288,6 +278,6 @@ def main(runs, specs, metric, outdir, data, kimg, seed, cfg, train_outdir, train
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main()  # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

@@ -14,14 +14,13 @@ import gzip
 import io
 import json
 import os
-import shutil
-import tempfile
 import zipfile
 
 import click
 import numpy as np
 import PIL.Image
 
+import dnnlib
 from training.dataset import DatasetError, FileStore, decode_image, is_image_name, mode_channels, parse_labels, to_mode
 
 #----------------------------------------------------------------------------
@@ -112,7 +111,7 @@ def center_crop_wide(img: PIL.Image.Image, width: int, height: int, resample) ->
 
 
 def make_transform(transform: str | None, width: int | None, height: int | None, resize_filter: str):
-    resample = {'box': PIL.Image.BOX, 'lanczos': PIL.Image.LANCZOS}[resize_filter]
+    resample = dict(lanczos=PIL.Image.LANCZOS, box=PIL.Image.BOX)[resize_filter]
     if transform is not None and (width is None or height is None):
         raise click.ClickException(f'--transform={transform} needs the output size: pass --resolution (or --width and --height)')
     def apply(img):
@@ -128,54 +127,40 @@ def make_transform(transform: str | None, width: int | None, height: int | None,
 # Destination writers: build under a temporary name next to the destination, publish with one
 # rename at the end, and remove the temporary on failure.
 
-def _umask_mode(mode: int) -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode & ~umask
-
-
 class ZipWriter:
     def __init__(self, dest: str):
         self.dest = dest
-        fd, self.tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(dest)), prefix='.' + os.path.basename(dest) + '.', suffix='.tmp')
-        os.close(fd)
-        self.zf = zipfile.ZipFile(self.tmp, 'w', compression=zipfile.ZIP_STORED)
+        self.out = dnnlib.util.AtomicFile(dest, 'wb')
+        self.zf = zipfile.ZipFile(self.out.file, 'w', compression=zipfile.ZIP_STORED)
 
     def write(self, name: str, data: bytes) -> None:
         self.zf.writestr(name, data)
 
     def finish(self) -> None:
         self.zf.close()
-        with open(self.tmp, 'rb') as f:
-            os.fsync(f.fileno())
-        os.chmod(self.tmp, _umask_mode(0o666)) # mkstemp creates it private.
-        os.replace(self.tmp, self.dest)
+        self.out.commit()
 
     def abort(self) -> None:
         self.zf.close()
-        if os.path.exists(self.tmp):
-            os.remove(self.tmp)
+        self.out.abort()
 
 
 class FolderWriter:
     def __init__(self, dest: str):
         self.dest = dest
-        self.tmp = tempfile.mkdtemp(dir=os.path.dirname(os.path.abspath(dest)), prefix='.' + os.path.basename(dest) + '.', suffix='.tmp')
+        self.out = dnnlib.util.AtomicFolder(dest)
 
     def write(self, name: str, data: bytes) -> None:
-        path = os.path.join(self.tmp, name)
+        path = os.path.join(self.out.tmp_path, name)
         os.makedirs(os.path.dirname(path), exist_ok=True)
         with open(path, 'wb') as f:
             f.write(data)
 
     def finish(self) -> None:
-        if os.path.isdir(self.dest):
-            os.rmdir(self.dest)  # Checked empty before we started; rmdir refuses otherwise.
-        os.chmod(self.tmp, _umask_mode(0o777)) # mkdtemp creates it private.
-        os.rename(self.tmp, self.dest)
+        self.out.commit()  # open_dest checked that dest is absent or an empty folder.
 
     def abort(self) -> None:
-        shutil.rmtree(self.tmp, ignore_errors=True)
+        self.out.abort()
 
 
 def open_dest(dest: str):
@@ -310,6 +295,6 @@ def main(source, dest, max_images, resolution, width, height, transform, resize_
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main() # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

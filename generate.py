@@ -70,20 +70,15 @@ def seed_to_z(seed: int, z_dim: int, device: torch.device) -> torch.Tensor:
 # NCHW float image in [-1, 1] -> HWC uint8, upstream's rounding: x * 127.5 + 128, clamped, truncated.
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
-    img = (img.permute(0, 2, 3, 1) * 127.5 + 128).clamp(0, 255).to(torch.uint8)
-    return img[0].cpu().numpy()
+    hwc = img[0].permute(1, 2, 0)
+    return (hwc * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 def save_png(array: np.ndarray, path: str) -> None:
     # Atomic: a crash never leaves a half-written PNG under the final name.
     mode = 'L' if array.shape[2] == 1 else 'RGB'
     image = PIL.Image.fromarray(array[:, :, 0] if mode == 'L' else array, mode)
-    tmp_path = os.path.join(os.path.dirname(path), f'.{os.path.basename(path)}.tmp-{os.getpid()}.png')
-    try:
-        image.save(tmp_path)
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    with dnnlib.util.AtomicFile(path, 'wb') as f:
+        image.save(f, format='PNG')
 
 #----------------------------------------------------------------------------
 # Device choice: cuda when available; fp16 blocks run only on CUDA.
@@ -127,22 +122,22 @@ def _load_projected_w(path: str, G: torch.nn.Module, device: torch.device) -> to
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--network', 'network_pkl', help='Network pickle filename or URL', required=True)
-@click.option('--seeds', help='List of random seeds, e.g. 0-3,7')
-@click.option('--trunc', 'truncation_psi', type=float, help='Truncation psi', default=1, show_default=True)
+@click.option('--network', 'network_pkl', help='Snapshot .pkl to sample from (local path or http(s) URL)', required=True)
+@click.option('--seeds', help='Seeds to render: ranges and single values, e.g. 0-3,7')
+@click.option('--trunc', 'truncation_psi', type=float, help='Truncation strength psi (1 = off, <1 = closer to the average face)', default=1, show_default=True)
 @click.option('--class', 'class_idx', type=int, help='Class label (conditional networks only)')
-@click.option('--noise-mode', help='Noise mode', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
-@click.option('--projected-w', help='Projection result file (.npz with key "w")', type=str, metavar='FILE')
-@click.option('--outdir', help='Where to save the output images', type=str, required=True, metavar='DIR')
+@click.option('--noise-mode', help='Per-pixel noise: stored constant, fresh random, or off', type=click.Choice(['const', 'random', 'none']), default='const', show_default=True)
+@click.option('--projected-w', help='Render the ws stored under key "w" in this .npz instead of seeds', type=str, metavar='FILE')
+@click.option('--outdir', help='Folder for the PNG files', type=str, required=True, metavar='DIR')
 @click.option('--device', help='Torch device [default: cuda if available, else cpu]', type=str, default=None)
 @click.option('--allow-unsafe', help='Run code embedded in the pickle (trusted files only)', is_flag=True)
 def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, allow_unsafe):
-    """Generate images using pretrained network pickle.
+    """Write one PNG per seed (or per projected w) from the G_ema of a network pickle.
 
     \b
-    python generate.py --outdir=out --trunc=1 --seeds=85,265,297,849 --network=ffhq.pkl
-    python generate.py --outdir=out --seeds=0-35 --class=1 --network=cifar10.pkl
-    python generate.py --outdir=out --projected-w=projected_w.npz --network=ffhq.pkl
+    python generate.py --network=run/network-snapshot-000400.pkl --seeds=0-7 --outdir=samples
+    python generate.py --network=cond.pkl --seeds=10,20 --class=3 --trunc=0.7 --outdir=samples
+    python generate.py --network=run.pkl --projected-w=w.npz --outdir=samples
     """
     try:
         run_generate(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, allow_unsafe)
@@ -158,12 +153,12 @@ def run_generate(network_pkl: str, seeds: Optional[str], truncation_psi: float, 
     dev = resolve_device(device)
     force_fp32 = (dev.type != 'cuda') # fp16 is slow or unsupported off CUDA.
 
-    print(f'Loading networks from "{network_pkl}"...')
+    print(f'Reading {network_pkl}')
     G = load_generator(network_pkl, dev, allow_unsafe=allow_unsafe)
 
     if projected_w is not None:
         if seeds is not None:
-            print('warn: --seeds is ignored when using --projected-w')
+            print('note: --projected-w given, so --seeds has no effect')
         ws = _load_projected_w(projected_w, G, dev)
         paths = _output_paths(outdir, [f'proj{idx:02d}.png' for idx in range(len(ws))])
         os.makedirs(outdir, exist_ok=True)
@@ -177,7 +172,7 @@ def run_generate(network_pkl: str, seeds: Optional[str], truncation_psi: float, 
     os.makedirs(outdir, exist_ok=True)
     with torch.inference_mode():
         for idx, (seed, path) in enumerate(zip(seed_list, paths)):
-            print(f'Generating image for seed {seed} ({idx}/{len(seed_list)}) ...')
+            print(f'[{idx + 1}/{len(seed_list)}] seed {seed} -> {path}')
             z = seed_to_z(seed, G.z_dim, dev)
             img = G(z, label, truncation_psi=truncation_psi, noise_mode=noise_mode, force_fp32=force_fp32)
             save_png(to_uint8(img), path)
@@ -186,6 +181,6 @@ def run_generate(network_pkl: str, seeds: Optional[str], truncation_psi: float, 
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    generate_images() # pylint: disable=no-value-for-parameter
+    generate_images()  # arguments come from click
 
 #----------------------------------------------------------------------------

@@ -464,71 +464,64 @@ def _validate(data: Any, name: str) -> dict:
 #----------------------------------------------------------------------------
 # force_fp16: rebuild G, G_ema and D with upstream's fp16 settings and copy every tensor.
 
+_FP16_SETTINGS = dict(num_fp16_res=4, conv_clamp=256)
+
+def _with_fp16(net_key: str, init_kwargs: dict) -> dict:
+    kwargs = copy.deepcopy(init_kwargs)
+    if net_key == 'D':
+        kwargs.update(_FP16_SETTINGS)
+    else: # G and G_ema keep these inside synthesis_kwargs
+        kwargs['synthesis_kwargs'] = dnnlib.EasyDict(kwargs.get('synthesis_kwargs', {}), **_FP16_SETTINGS)
+    return kwargs
+
 def _force_fp16(data: dict) -> dict:
-    for key in ['G', 'D', 'G_ema']:
-        old = data[key]
-        kwargs = copy.deepcopy(old.init_kwargs)
-        if key.startswith('G'):
-            kwargs.synthesis_kwargs = dnnlib.EasyDict(kwargs.get('synthesis_kwargs', {}))
-            kwargs.synthesis_kwargs.num_fp16_res = 4
-            kwargs.synthesis_kwargs.conv_clamp = 256
-        else:
-            kwargs.num_fp16_res = 4
-            kwargs.conv_clamp = 256
-        if kwargs != old.init_kwargs:
-            new = type(old)(**kwargs).eval().requires_grad_(False)
-            with torch.no_grad():
-                misc.copy_params_and_buffers(old, new, require_all=True)
-            data[key] = new
+    for net_key in ('G', 'D', 'G_ema'):
+        net = data[net_key]
+        kwargs = _with_fp16(net_key, net.init_kwargs)
+        if kwargs == net.init_kwargs:
+            continue # already fp16
+        rebuilt = type(net)(**kwargs)
+        rebuilt.eval().requires_grad_(False)
+        misc.copy_params_and_buffers(net, rebuilt, require_all=True)
+        data[net_key] = rebuilt
     return data
 
 #----------------------------------------------------------------------------
 # Write a pickle atomically (temp file in the destination folder, fsync, rename).
 
 def save_network_pkl(data: dict, path: str) -> None:
-    dst_dir = os.path.dirname(os.path.abspath(path))
-    os.makedirs(dst_dir, exist_ok=True)
-    tmp_path = os.path.join(dst_dir, f'.{os.path.basename(path)}.tmp-{os.getpid()}')
-    try:
-        with open(tmp_path, 'wb') as f:
-            pickle.dump(data, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    finally:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with dnnlib.util.AtomicFile(path, 'wb') as f:
+        pickle.dump(data, f)
 
 #----------------------------------------------------------------------------
 
 @click.command()
-@click.option('--source', help='Input pickle (path or URL)', required=True, metavar='PATH')
-@click.option('--dest', help='Output pickle', required=True, metavar='PATH')
-@click.option('--force-fp16', help='Force the networks to use FP16', type=bool, default=False, metavar='BOOL', show_default=True)
+@click.option('--source', help='Pickle to convert: TF StyleGAN2 or a PyTorch snapshot (path or URL)', required=True, metavar='PATH')
+@click.option('--dest', help='Where to write the converted pickle (must not exist)', required=True, metavar='PATH')
+@click.option('--force-fp16', help='Rebuild G/D with fp16 in the 4 highest resolutions (conv_clamp=256)', type=bool, default=False, metavar='BOOL', show_default=True)
 @click.option('--allow-unsafe', help='Run code embedded in the pickle (trusted files only)', is_flag=True)
 def convert_network_pickle(source, dest, force_fp16, allow_unsafe):
     """Convert a network pickle to a pickle of this codebase's networks.
 
     \b
-    python legacy.py \\
-        --source=https://nvlabs-fi-cdn.nvidia.com/stylegan2/networks/stylegan2-cat-config-f.pkl \\
-        --dest=stylegan2-cat-config-f.pkl
+    python legacy.py --source=tf-official-model.pkl --dest=converted.pkl
+    python legacy.py --source=old-run.pkl --dest=old-run-fp16.pkl --force-fp16=true
     """
     if os.path.exists(dest):
         raise click.ClickException(f'--dest: "{dest}" already exists; choose a new file name')
-    print(f'Loading "{source}"...')
+    print(f'Reading {source}')
     try:
         with dnnlib.util.open_url(source) as f:
             data = load_network_pkl(f, force_fp16=force_fp16, allow_unsafe=allow_unsafe)
     except (OSError, NetworkPickleError) as err:
         raise click.ClickException(f'--source: {err}')
-    print(f'Saving "{dest}"...')
     save_network_pkl(data, dest)
-    print('Done.')
+    print(f'Wrote {dest}')
 
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    convert_network_pickle() # pylint: disable=no-value-for-parameter
+    convert_network_pickle()  # arguments come from click
 
 #----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ import tempfile
 
 import click
 
+import dnnlib
 from training import config
 
 #----------------------------------------------------------------------------
@@ -22,11 +23,12 @@ class CommaSeparatedList(click.ParamType):
     name = 'list'
 
     def convert(self, value, param, ctx):
-        if isinstance(value, list):
+        if isinstance(value, list): # already converted (default or programmatic call)
             return value
-        if value is None or value.lower() == 'none' or value == '':
+        text = '' if value is None else value.strip()
+        if text.lower() in ('', 'none'):
             return []
-        return [x.strip() for x in value.split(',') if x.strip()]
+        return [item.strip() for item in text.split(',') if item.strip()]
 
 #----------------------------------------------------------------------------
 # Set up this process (log file, process group) and run the training loop.
@@ -80,7 +82,8 @@ def torchrun_init(device: str) -> None:
     import datetime
     import torch
     if device == 'cuda':
-        torch.cuda.set_device(int(os.environ['LOCAL_RANK']))
+        from training import distributed
+        torch.cuda.set_device(distributed.local_device_index(int(os.environ['RANK'])))
     torch.distributed.init_process_group(backend='nccl' if device == 'cuda' else 'gloo', init_method='env://',
                                          timeout=datetime.timedelta(seconds=600))
 
@@ -90,6 +93,20 @@ def torchrun_share(value):
     holder = [value]
     torch.distributed.broadcast_object_list(holder, src=0)
     return holder[0]
+
+#----------------------------------------------------------------------------
+# Find or download the detectors the metrics need at startup, so that an offline machine stops
+# here with the fix rather than at the first snapshot. Every process checks, before any collective.
+
+def prepare_metric_detectors(metrics: list, verbose: bool) -> None:
+    if not metrics:
+        return
+    from metrics import detectors, metric_main
+    try:
+        metric_main.prepare_detectors(metrics, verbose=verbose)
+    except (detectors.DetectorError, ImportError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise click.ClickException(f'--metrics={",".join(metrics)}: {reason}; or train with --metrics=none') from None
 
 #----------------------------------------------------------------------------
 # Fail before anything is created when the output folder cannot be written.
@@ -103,18 +120,13 @@ def check_outdir(outdir: str) -> None:
 
 
 def write_options(run_dir: str, options: dict) -> None:
-    path = os.path.join(run_dir, 'training_options.json')
-    with open(path + '.tmp', 'wt', encoding='utf-8') as f:
-        json.dump(options, f, indent=2)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(path + '.tmp', path)
+    dnnlib.util.atomic_write_text(os.path.join(run_dir, 'training_options.json'), json.dumps(options, indent=2))
 
 #----------------------------------------------------------------------------
 
 @click.command()
 @click.pass_context
-# General options.
+# Run, logging and hardware.
 @click.option('--outdir', help='Parent folder of the run folders', required=True, metavar='DIR')
 @click.option('--gpus', help='Processes to start, one per GPU [default: 1]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--snap', help='Write images and a network pickle every N ticks [default: 50]', type=int, metavar='INT')
@@ -126,16 +138,16 @@ def write_options(run_dir: str, options: dict) -> None:
 @click.option('--cond', help='Condition G and D on the labels in dataset.json [default: false]', type=bool, metavar='BOOL')
 @click.option('--subset', help='Use a fixed random subset of N images [default: all]', type=int, metavar='INT')
 @click.option('--mirror', help='Add horizontally mirrored copies of the images [default: false]', type=bool, metavar='BOOL')
-# Base config.
+# Preset and its overrides.
 @click.option('--cfg', help='Preset for network size, batch and hyperparameters [default: auto]', type=click.Choice(list(config.PRESETS)))
 @click.option('--gamma', help='R1 regularization weight instead of the preset\'s', type=float)
 @click.option('--kimg', help='Length of training in thousands of images (fractions allowed)', type=float, metavar='KIMG')
 @click.option('--batch', help='Total batch size over all GPUs instead of the preset\'s', type=int, metavar='INT')
 @click.option('--batch-gpu', help='Images per GPU per round (gradient accumulation) [default: preset]', type=click.IntRange(min=1), metavar='INT')
 @click.option('--tick', help='Progress print interval in kimg [default: 4]', type=float, metavar='KIMG')
-# Discriminator augmentation.
+# Augmentation of what D sees.
 @click.option('--aug', help='noaug | ada | fixed, or a spec like ada:bgc+asa [default: ada]', metavar='SPEC')
-@click.option('--p', help='Constant augmentation probability, with --aug=fixed', type=float)
+@click.option('--p', help='With --aug=fixed: the p used for the whole run', type=float)
 @click.option('--target', help='Target of ADA\'s overfitting heuristic r_t, with --aug=ada', type=float)
 @click.option('--augpipe', help='ADA pipe preset (ops enabled) [default: bgc]', type=click.Choice(list(config.AUGPIPES)))
 # Transfer learning and resume.
@@ -179,6 +191,8 @@ def main(ctx, outdir, dry_run, data, gpus, **config_kwargs):
     check_outdir(outdir)
     desc, options = config.setup_training_options(outdir=outdir, data=data, gpus=gpus, **config_kwargs)
 
+    if not dry_run:
+        prepare_metric_detectors(options['metrics'], verbose=not rank)
     if rank is not None and not dry_run:
         torchrun_init(options['device'])
     if dry_run:
@@ -211,6 +225,6 @@ def main(ctx, outdir, dry_run, data, gpus, **config_kwargs):
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main() # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

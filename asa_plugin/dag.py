@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .base import AugmentMethod, PluginContext
-from .diffaug import rand_cutout, rand_translation
+from .diffaug import parse_word_list, rand_cutout, rand_translation
 from .registry import register_augment
 from .rng import MethodRandom
 
@@ -37,15 +37,7 @@ CROP_FRACTION = 0.75
 # Policy text -> validated group list.
 
 def parse_groups(policy: str) -> list:
-    words = [w.strip() for w in policy.split(',') if w.strip()]
-    if not words:
-        raise ValueError(f'policy "{policy}" is empty; allowed: {", ".join(GROUPS)}')
-    for w in words:
-        if w not in GROUPS:
-            raise ValueError(f'unknown transform group "{w}"; allowed: {", ".join(GROUPS)}')
-    if len(set(words)) != len(words):
-        raise ValueError(f'policy "{policy}" repeats a group; give each of {", ".join(GROUPS)} at most once')
-    return words
+    return parse_word_list(policy, GROUPS, 'transform group')
 
 #----------------------------------------------------------------------------
 # Which heads exist and how much each head's loss weighs (module docstring).

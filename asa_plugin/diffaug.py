@@ -106,14 +106,19 @@ POLICIES = {
 
 def parse_policy(policy: str) -> list:
     """Split 'color,translation,cutout' into its words; raise ValueError naming the allowed ones."""
+    return parse_word_list(policy, POLICIES, 'policy word')
+
+
+# Comma-separated words, each from `allowed` and at most once (DiffAugment policies, DAG groups).
+def parse_word_list(policy: str, allowed, noun: str) -> list:
     words = [w.strip() for w in policy.split(',') if w.strip()]
     if not words:
-        raise ValueError(f'policy "{policy}" is empty; allowed words: {", ".join(POLICIES)}')
+        raise ValueError(f'policy "{policy}" is empty; allowed: {", ".join(allowed)}')
     for w in words:
-        if w not in POLICIES:
-            raise ValueError(f'unknown policy word "{w}"; allowed: {", ".join(POLICIES)}')
+        if w not in allowed:
+            raise ValueError(f'unknown {noun} "{w}"; allowed: {", ".join(allowed)}')
     if len(set(words)) != len(words):
-        raise ValueError(f'policy "{policy}" repeats a word; give each of {", ".join(POLICIES)} at most once')
+        raise ValueError(f'policy "{policy}" repeats a {noun.split()[-1]}; give each of {", ".join(allowed)} at most once')
     return words
 
 #----------------------------------------------------------------------------

@@ -110,6 +110,6 @@ def main(device, dtype, batch, channels, res, iters, channels_last):
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main()  # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

@@ -79,6 +79,6 @@ def main(cfg, data, augs, iters, batch, batch_gpu, device, workers, threads, md)
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main()  # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

@@ -87,6 +87,6 @@ def main(font, dest, size, per_class):
 #----------------------------------------------------------------------------
 
 if __name__ == '__main__':
-    main() # pylint: disable=no-value-for-parameter
+    main()  # arguments come from click
 
 #----------------------------------------------------------------------------

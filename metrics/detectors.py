@@ -12,16 +12,16 @@ offline EfficientNet-Lite0 network, whose numbers are NOT comparable to Inceptio
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
 import pickle
 import shutil
 import sys
-import tempfile
 import zipfile
 from typing import Optional
 
 import torch
+
+import dnnlib
 
 ENV_DIR = 'STYLEGAN_ASA_DETECTORS'      # Folder holding local copies of the detector files.
 EFFNET = 'effnet-lite0'                 # Name of the offline, not-comparable feature network.
@@ -69,11 +69,7 @@ def file_sha256(path: str) -> str:
     st = os.stat(path)
     key = (os.path.abspath(path), st.st_size, st.st_mtime_ns)
     if key not in _sha_memo:
-        h = hashlib.sha256()
-        with open(path, 'rb') as f:
-            for chunk in iter(lambda: f.read(1 << 20), b''):
-                h.update(chunk)
-        _sha_memo[key] = h.hexdigest()
+        _sha_memo[key] = dnnlib.util.sha256_file(path)
     return _sha_memo[key]
 
 
@@ -232,11 +228,8 @@ def seed_cache(name: str, src: str, cache_dir: Optional[str] = None) -> str:
     dst_dir = os.path.join(cache_root(cache_dir), 'detectors')
     os.makedirs(dst_dir, exist_ok=True)
     dst = os.path.join(dst_dir, info.filenames[0] if not src.endswith('.pkl') else info.filenames[1])
-    fd, tmp = tempfile.mkstemp(dir=dst_dir, prefix='.tmp-')
-    os.close(fd)
-    shutil.copyfile(src, tmp)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, dst)
+    with open(src, 'rb') as fsrc, dnnlib.util.AtomicFile(dst, 'wb', file_mode=0o644) as fdst:
+        shutil.copyfileobj(fsrc, fdst)
     return dst
 
 

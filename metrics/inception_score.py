@@ -28,11 +28,8 @@ def inception_score(probs: np.ndarray, num_splits=10):
 
 def compute_is(opts, num_gen, num_splits, detector='inception'):
     detector_kwargs = dict(no_output_bias=True)     # softmax probabilities, no output bias
-    probs = metric_utils.compute_feature_stats_for_generator(
-        opts=opts, detector_name=detector, detector_kwargs=detector_kwargs,
-        capture_all=True, max_items=num_gen).get_all()
-    if opts.rank != 0:
-        return float('nan'), float('nan')
-    return inception_score(probs, num_splits)
+    stats = metric_utils.compute_feature_stats_for_generator(opts=opts, detector_name=detector,
+        detector_kwargs=detector_kwargs, max_items=num_gen, capture_all=True)
+    return inception_score(stats.get_all(), num_splits) if opts.rank == 0 else (float('nan'), float('nan'))
 
 #----------------------------------------------------------------------------

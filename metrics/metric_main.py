@@ -19,6 +19,7 @@ import time
 
 import torch
 
+import dnnlib
 from metrics import detectors
 from metrics import metric_utils
 from metrics import frechet_inception_distance
@@ -122,15 +123,14 @@ def calc_metric(metric: str, **kwargs):
 def report_metric(result_dict, run_dir=None, snapshot_pkl=None) -> None:
     metric = result_dict['metric']
     assert is_valid_metric(metric), f'report_metric: unknown metric {metric}'
-    if run_dir is not None and snapshot_pkl is not None and os.path.exists(snapshot_pkl):
+    # Snapshot path relative to the run folder when both are known (so the folder can move).
+    if None not in (run_dir, snapshot_pkl) and os.path.exists(snapshot_pkl):
         snapshot_pkl = os.path.relpath(snapshot_pkl, run_dir)
-    line = json.dumps(dict(result_dict, snapshot_pkl=snapshot_pkl, timestamp=time.time()))
-    print(line)
-    if run_dir is not None and os.path.isdir(run_dir):
-        with open(os.path.join(run_dir, f'metric-{metric}.jsonl'), 'at') as f:
-            f.write(line + '\n')
-            f.flush()
-            os.fsync(f.fileno())
+    record = json.dumps({**result_dict, 'snapshot_pkl': snapshot_pkl, 'timestamp': time.time()})
+    print(record)
+    if run_dir is None or not os.path.isdir(run_dir):
+        return
+    dnnlib.util.append_line(os.path.join(run_dir, f'metric-{metric}.jsonl'), record)
 
 #----------------------------------------------------------------------------
 # Metric factories: every registered name and every sized variant is built from these.

@@ -12,12 +12,12 @@ import copy
 import hashlib
 import os
 import pickle
-import tempfile
 from typing import Optional
 
 import numpy as np
 import torch
 
+import dnnlib
 from metrics import detectors
 
 #----------------------------------------------------------------------------
@@ -65,23 +65,16 @@ class MetricInputError(ValueError):
 
 class FeatureStats:
     def __init__(self, capture_all=False, capture_mean_cov=False, max_items=None):
-        self.capture_all      = capture_all
-        self.capture_mean_cov = capture_mean_cov
-        self.max_items        = max_items
-        self.num_items        = 0
-        self.num_features     = None
-        self.all_features     = None
-        self.raw_mean         = None
-        self.raw_cov          = None
+        # Field names are the cache-file format; the buffers are sized by the first append().
+        vars(self).update(capture_all=capture_all, capture_mean_cov=capture_mean_cov, max_items=max_items,
+                          num_items=0, num_features=None, all_features=None, raw_mean=None, raw_cov=None)
 
     def set_num_features(self, num_features: int) -> None:
-        if self.num_features is not None:
-            assert num_features == self.num_features, f'feature size changed from {self.num_features} to {num_features}'
-            return
-        self.num_features = num_features
-        self.all_features = []
-        self.raw_mean = np.zeros([num_features], dtype=np.float64)
-        self.raw_cov = np.zeros([num_features, num_features], dtype=np.float64)
+        if self.num_features is None:
+            self.num_features, self.all_features = num_features, []
+            self.raw_mean = np.zeros(num_features, np.float64)
+            self.raw_cov = np.zeros((num_features, num_features), np.float64)
+        assert num_features == self.num_features, f'feature size changed from {self.num_features} to {num_features}'
 
     def is_full(self) -> bool:
         return self.max_items is not None and self.num_items >= self.max_items
@@ -89,17 +82,18 @@ class FeatureStats:
     def append(self, x: np.ndarray) -> None:
         x = np.asarray(x, dtype=np.float32)
         assert x.ndim == 2, f'features must be [N, F], got {x.shape}'
-        if self.max_items is not None and self.num_items + x.shape[0] > self.max_items:
-            if self.num_items >= self.max_items:
+        if self.max_items is not None:
+            room = self.max_items - self.num_items
+            if room <= 0:
                 return
-            x = x[:self.max_items - self.num_items]
+            x = x[:room]
         self.set_num_features(x.shape[1])
-        self.num_items += x.shape[0]
+        self.num_items += len(x)
         if self.capture_all:
             self.all_features.append(x)
-        if self.capture_mean_cov:
+        if self.capture_mean_cov: # float64 sums: fp32 would lose precision over 50k items
             x64 = x.astype(np.float64)
-            self.raw_mean += x64.sum(axis=0)
+            self.raw_mean += x64.sum(0)
             self.raw_cov += x64.T @ x64
 
     def append_torch(self, x: torch.Tensor, num_gpus: int = 1, rank: int = 0) -> None:
@@ -115,9 +109,9 @@ class FeatureStats:
 
     def get_mean_cov(self):
         assert self.capture_mean_cov and self.num_items > 0
-        mean = self.raw_mean / self.num_items
-        cov = self.raw_cov / self.num_items - np.outer(mean, mean)
-        return mean, cov
+        n = self.num_items
+        mean = self.raw_mean / n
+        return mean, self.raw_cov / n - np.outer(mean, mean)
 
     def save(self, path: str) -> None:
         _atomic_write_bytes(path, pickle.dumps(dict(self.__dict__)))
@@ -146,17 +140,7 @@ class _NumpyUnpickler(pickle.Unpickler):
 
 def _atomic_write_bytes(path: str, data: bytes) -> None:
     os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or '.', prefix='.tmp-')
-    try:
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    dnnlib.util.atomic_write_bytes(path, data)
 
 #----------------------------------------------------------------------------
 # Multi-GPU: gather every rank's [n, F] batch so that row order is item order
@@ -295,7 +279,8 @@ class LatentSampler:
 
 
 def prepare_generator(opts: MetricOptions):
-    G = copy.deepcopy(opts.G).eval().requires_grad_(False).to(opts.device)
+    G = copy.deepcopy(opts.G).to(opts.device)
+    G.eval().requires_grad_(False)
     dataset = construct_dataset(opts.dataset_kwargs) if G.c_dim > 0 else None
     return G, LatentSampler(opts, G, dataset)
 

@@ -14,15 +14,17 @@ from metrics import metric_utils
 #----------------------------------------------------------------------------
 # Spherical interpolation between rows of a and b (normalized), t: [N].
 
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True)
+
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-    a = a / a.norm(dim=-1, keepdim=True)
-    b = b / b.norm(dim=-1, keepdim=True)
-    d = (a * b).sum(dim=-1, keepdim=True)
-    p = t.unsqueeze(-1) * torch.acos(d.clamp(-1, 1))
-    c = b - d * a
-    c = c / c.norm(dim=-1, keepdim=True)
-    out = a * torch.cos(p) + c * torch.sin(p)
-    return out / out.norm(dim=-1, keepdim=True)
+    # Rotate from a toward b in their common plane: the unit vector of b orthogonal to a
+    # spans that plane together with a, and the angle walked is t times the angle between them.
+    a, b = _unit(a), _unit(b)
+    cos_ab = (a * b).sum(dim=-1, keepdim=True)
+    angle = t.unsqueeze(-1) * torch.acos(cos_ab.clamp(-1, 1))
+    ortho = _unit(b - cos_ab * a)
+    return _unit(a * torch.cos(angle) + ortho * torch.sin(angle))
 
 #----------------------------------------------------------------------------
 # Mean of the distances between the 1st ('lower') and 99th ('higher') percentiles.
@@ -44,8 +46,9 @@ def prepare_ppl_images(img: torch.Tensor, crop: bool) -> torch.Tensor:
         c = img.shape[2] // 8
         img = img[:, :, c * 3 : c * 7, c * 2 : c * 6]
     factor = img.shape[2] // 256
-    if factor > 1:
-        img = img.reshape([-1, img.shape[1], img.shape[2] // factor, factor, img.shape[3] // factor, factor]).mean([3, 5])
+    if factor > 1: # box filter: average each factor x factor block
+        n, ch, h, w = img.shape
+        img = img.reshape(n, ch, h // factor, factor, w // factor, factor).mean(dim=(3, 5))
     img = (img + 1) * (255 / 2)
     return img.repeat([1, 3, 1, 1]) if img.shape[1] == 1 else img
 
@@ -70,9 +73,9 @@ class PPLSampler(torch.nn.Module):
         return G.mapping(z=torch.cat([zt0, zt1]), c=torch.cat([c, c]))
 
     def forward(self, z0, z1, c, t):
-        for name, buf in self.G.named_buffers():
-            if name.endswith('.noise_const'):
-                buf.copy_(torch.randn_like(buf))     # fresh constant noise per batch
+        noise_bufs = [buf for name, buf in self.G.named_buffers() if name.split('.')[-1] == 'noise_const']
+        for buf in noise_bufs: # fresh constant noise per batch
+            buf.copy_(torch.randn_like(buf))
         img = self.G.synthesis(ws=self._ws(z0, z1, c, t), **dict(self.G_kwargs, noise_mode='const', force_fp32=True))
         img = prepare_ppl_images(img, self.crop)
         lp0, lp1 = self.lpips(img, resize_images=False, return_lpips=True).chunk(2)

@@ -16,7 +16,8 @@ from metrics import metric_utils
 
 def pairwise_distances(rows: torch.Tensor, cols: torch.Tensor, col_batch_size=10000, num_gpus=1, rank=0) -> torch.Tensor:
     num_cols = cols.shape[0]
-    num_batches = ((num_cols - 1) // col_batch_size // num_gpus + 1) * num_gpus
+    rounds = -(-num_cols // (col_batch_size * num_gpus)) # ceil: batches per rank
+    num_batches = rounds * num_gpus
     padded = torch.nn.functional.pad(cols, [0, 0, 0, -num_cols % num_batches])
     out = []
     for chunk in padded.chunk(num_batches)[rank::num_gpus]:

@@ -26,3 +26,17 @@ def _seed_and_threads():
     torch.manual_seed(0)
     torch.set_num_threads(1)
     yield
+
+
+@pytest.fixture(autouse=True)
+def _restore_torch_flags():
+    # The training loop sets process-wide flags (deterministic algorithms); keep them out of other tests.
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+@pytest.fixture
+def small_grids(monkeypatch):
+    # Tiny preview grids (4x2) so that runs in tests write small images quickly.
+    from training import image_grid
+    monkeypatch.setattr(image_grid, 'grid_shape', lambda width, height: (4, 2))

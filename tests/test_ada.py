@@ -7,11 +7,6 @@ import asa_plugin
 from asa_plugin.ada import OPS, PRESETS, AdaptiveAugment, FixedAugment, pipe_kwargs
 from asa_plugin.base import PluginContext
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    torch.set_num_threads(1)  # tiny ops are far slower with 2 threads on a loaded machine
-    yield
-
 def ctx(resumed=False, rank=0):
     return PluginContext(device=torch.device('cpu'), batch_size=8, batch_gpu=8, rank=rank, resumed=resumed)
 

@@ -19,12 +19,6 @@ OPS = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac',
 BGC = dict(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1,
            brightness=1, contrast=1, lumaflip=1, hue=1, saturation=1)
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions are ~100x slower with 2 OpenMP threads on a loaded 2-core machine.
-    torch.set_num_threads(1)
-    yield
-
 def assert_near(a, b, atol=1e-6, rtol=0.0, msg=''):
     # Like torch.testing.assert_close, without its multi-second first-call import.
     err = (a - b).abs().max().item()

@@ -17,19 +17,6 @@ import torch
 from _training_utils import ROOT, make_zip, tiny_options
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    # The loop sets process-wide flags (deterministic algorithms); keep them out of other tests.
-    yield
-    torch.use_deterministic_algorithms(False)
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    from training import image_grid
-    monkeypatch.setattr(image_grid, 'grid_shape', lambda width, height: (4, 2))
-
-
 def _child(cfg):
     return subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', '_training_utils.py'), json.dumps(cfg)],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -22,13 +22,6 @@ from training import networks
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1) # 2 threads on 2 shared busy cores spin-wait.
-    yield
-    torch.set_num_threads(prev)
-
 def _tiny_pickle(path, c_dim=0, img_channels=3):
     torch.manual_seed(123)
     G = networks.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=16, img_channels=img_channels,

@@ -16,15 +16,6 @@ from torch_utils import misc
 from training import networks
 
 #----------------------------------------------------------------------------
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1) # 2 threads on 2 shared busy cores spin-wait.
-    yield
-    torch.set_num_threads(prev)
-
-#----------------------------------------------------------------------------
 # A stand-in for dnnlib.tflib.network.Network: pickles under that dotted name with TF's state layout.
 
 class _FakeTFNetwork:

@@ -88,15 +88,6 @@ def options(tmp_path, data, **kwargs):
                      device='cpu', detector_dir=str(tmp_path / 'det'), cache_dir=str(tmp_path / 'cache'), seed=0), **kwargs)
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny convolutions: one thread is 20x faster than two on a busy shared 2-core machine.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def setup(tmp_path):
     save_detector(str(tmp_path / 'det'))

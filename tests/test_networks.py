@@ -7,16 +7,6 @@ import torch
 from training import networks
 
 #----------------------------------------------------------------------------
-# One intra-op thread: on 2 shared, busy cores, 2 OpenMP threads spin-wait and run ~50x slower.
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(prev)
-
-#----------------------------------------------------------------------------
 # Tiny configs (CPU-sized) used throughout.
 
 def tiny_G(c_dim=0, architecture='skip', res=16, **synthesis_kwargs):

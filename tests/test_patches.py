@@ -38,7 +38,7 @@ def setup_training_loop_kwargs(aug=None, p=None, target=None, augpipe=None):
     elif aug == 'fixed':
         args.augment_p = p
     elif aug != 'noaug':
-        raise UserError(f'--aug={aug} not supported')
+        raise UserError(f'unsupported --aug={aug}')
     if target is not None:
         args.ada_target = target
     args.augpipe = None if aug == 'noaug' else (augpipe or 'bgc')

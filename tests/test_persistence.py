@@ -18,13 +18,6 @@ from training import networks
 
 #----------------------------------------------------------------------------
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1) # 2 threads on 2 shared busy cores spin-wait.
-    yield
-    torch.set_num_threads(prev)
-
 def tiny_nets(c_dim=0):
     G = networks.Generator(z_dim=8, c_dim=c_dim, w_dim=8, img_resolution=8, img_channels=3,
         mapping_kwargs=dnnlib.EasyDict(num_layers=2), synthesis_kwargs=dnnlib.EasyDict(channel_base=64, channel_max=8))

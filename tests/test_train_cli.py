@@ -81,6 +81,24 @@ def test_launch_writes_options_once(tmp_path, data, monkeypatch):
         saved = json.load(f)
     assert saved == launched[0] and saved['run_dir'] == run_dir and os.listdir(run_dir) == ['training_options.json']
 
+
+def test_offline_detectors_fail_at_startup_not_dry_run(tmp_path, data, monkeypatch):
+    # --metrics with no reachable detector: one-line error before any run folder exists;
+    # --dry-run never looks for (or downloads) detectors.
+    from metrics import detectors, metric_main
+    calls = []
+    def offline(metrics, **kwargs):
+        calls.append(list(metrics))
+        raise detectors.DetectorError('detector inception: cannot download; to work offline, set STYLEGAN_ASA_DETECTORS=FOLDER')
+    monkeypatch.setattr(metric_main, 'prepare_detectors', offline)
+    monkeypatch.setattr(train, 'launch', lambda options, rank: pytest.fail('launched despite missing detectors'))
+    args = ['--outdir', str(tmp_path), '--data', data, '--cfg=tiny', '--device=cpu', '--metrics=fid50k_full']
+    result = CliRunner().invoke(train.main, args)
+    assert result.exit_code != 0 and calls == [['fid50k_full']]
+    assert '--metrics=fid50k_full: detector inception' in result.output and 'STYLEGAN_ASA_DETECTORS' in result.output
+    assert os.listdir(tmp_path) == []
+    assert CliRunner().invoke(train.main, args + ['--dry-run']).exit_code == 0 and len(calls) == 1
+
 #----------------------------------------------------------------------------
 # training_options.json: upstream's key order (COMPAT.md §2.3), then ours.
 

@@ -27,19 +27,6 @@ STATS_KEYS = ['Loss/scores/fake', 'Loss/signs/fake', 'Loss/G/loss', 'Loss/pl_pen
               'Timing/total_days', 'Timing/Gmain', 'Timing/Greg', 'Timing/Dmain', 'Timing/Dreg']
 
 
-@pytest.fixture(autouse=True)
-def _restore_torch_flags():
-    # The loop sets process-wide flags (deterministic algorithms); keep them out of other tests.
-    yield
-    torch.use_deterministic_algorithms(False)
-
-
-@pytest.fixture
-def small_grids(monkeypatch):
-    from training import image_grid
-    monkeypatch.setattr(image_grid, 'grid_shape', lambda width, height: (4, 2))
-
-
 def _load_pkl(path):
     import legacy
     with open(path, 'rb') as f:

@@ -2,6 +2,8 @@
 training loop call them by these names)."""
 
 import contextlib
+import functools
+import itertools
 import re
 import warnings
 from typing import Any, Iterator, Optional
@@ -18,24 +20,19 @@ _constant_cache = dict()
 
 def constant(value: Any, shape: Optional[tuple] = None, dtype: Optional[torch.dtype] = None,
              device: Optional[torch.device] = None, memory_format: Optional[torch.memory_format] = None) -> torch.Tensor:
-    value = np.asarray(value)
-    if shape is not None:
-        shape = tuple(shape)
-    if dtype is None:
-        dtype = torch.get_default_dtype()
-    if device is None:
-        device = torch.device('cpu')
-    if memory_format is None:
-        memory_format = torch.contiguous_format
-    key = (value.shape, value.dtype, value.tobytes(), shape, dtype, device, memory_format)
-    tensor = _constant_cache.get(key, None)
-    if tensor is None:
-        tensor = torch.as_tensor(value.copy(), dtype=dtype, device=device)
+    arr = np.asarray(value)
+    shape = None if shape is None else tuple(shape)
+    dtype = torch.get_default_dtype() if dtype is None else dtype
+    device = torch.device('cpu') if device is None else device
+    memory_format = torch.contiguous_format if memory_format is None else memory_format
+    # The key holds the raw bytes, so equal values share one tensor whatever object they came from.
+    key = (arr.shape, arr.dtype, arr.tobytes(), shape, dtype, device, memory_format)
+    if key not in _constant_cache:
+        t = torch.as_tensor(arr.copy(), dtype=dtype, device=device)
         if shape is not None:
-            tensor, _ = torch.broadcast_tensors(tensor, torch.empty(shape))
-        tensor = tensor.contiguous(memory_format=memory_format)
-        _constant_cache[key] = tensor
-    return tensor
+            t = t.expand(torch.broadcast_shapes(t.shape, shape))
+        _constant_cache[key] = t.contiguous(memory_format=memory_format)
+    return _constant_cache[key]
 
 #----------------------------------------------------------------------------
 # nan_to_num with upstream's signature (torch has had it natively since 1.8).
@@ -57,29 +54,26 @@ def suppress_tracer_warnings() -> Iterator[None]:
 
 def assert_shape(tensor: torch.Tensor, ref_shape: list) -> None:
     if tensor.ndim != len(ref_shape):
-        raise AssertionError(f'Wrong number of dimensions: got {tensor.ndim}, expected {len(ref_shape)}')
-    for idx, (size, ref_size) in enumerate(zip(tensor.shape, ref_shape)):
-        if ref_size is None:
+        raise AssertionError(f'tensor has {tensor.ndim} dims, {len(ref_shape)} expected (shape {list(tensor.shape)} vs {ref_shape})')
+    for dim, want in enumerate(ref_shape):
+        have = tensor.shape[dim]
+        if want is None:
             continue
-        if isinstance(ref_size, torch.Tensor):
+        if isinstance(want, torch.Tensor) or isinstance(have, torch.Tensor): # symbolic while tracing
             with suppress_tracer_warnings():
-                torch._assert(torch.equal(torch.as_tensor(size), ref_size), f'Wrong size for dimension {idx}')
-        elif isinstance(size, torch.Tensor):
-            with suppress_tracer_warnings():
-                torch._assert(torch.equal(size, torch.as_tensor(ref_size)), f'Wrong size for dimension {idx}: expected {ref_size}')
-        elif size != ref_size:
-            raise AssertionError(f'Wrong size for dimension {idx}: got {size}, expected {ref_size}')
+                torch._assert(torch.equal(torch.as_tensor(have), torch.as_tensor(want)), f'size mismatch in dim {dim}')
+        elif have != want:
+            raise AssertionError(f'size {have} in dim {dim}, {want} expected (shape {list(tensor.shape)} vs {ref_shape})')
 
 #----------------------------------------------------------------------------
 # Decorator: show the function as a named range in the PyTorch profiler.
 
 def profiled_function(fn: Any) -> Any:
-    def decorator(*args, **kwargs):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
         with torch.autograd.profiler.record_function(fn.__name__):
             return fn(*args, **kwargs)
-    decorator.__name__ = fn.__name__
-    decorator.__doc__ = fn.__doc__
-    return decorator
+    return wrapper
 
 #----------------------------------------------------------------------------
 # Endless sampler: one shuffle with RandomState(seed), then a sliding-window swap per step
@@ -91,151 +85,139 @@ class InfiniteSampler(torch.utils.data.Sampler):
         assert num_replicas > 0 and 0 <= rank < num_replicas, 'rank must be in [0, num_replicas)'
         assert 0 <= window_size <= 1, 'window_size must be in [0, 1]'
         super().__init__()
-        self.dataset = dataset
-        self.rank = rank
-        self.num_replicas = num_replicas
-        self.shuffle = shuffle
-        self.seed = seed
-        self.window_size = window_size
+        self.dataset, self.rank, self.num_replicas = dataset, rank, num_replicas
+        self.shuffle, self.seed, self.window_size = shuffle, seed, window_size
 
     def __iter__(self) -> Iterator[int]:
-        order = np.arange(len(self.dataset))
-        rnd = None
-        window = 0
-        if self.shuffle:
-            rnd = np.random.RandomState(self.seed)
-            rnd.shuffle(order)
-            window = int(np.rint(order.size * self.window_size))
-        idx = 0
-        while True:
-            i = idx % order.size
-            if idx % self.num_replicas == self.rank:
-                yield order[i]
-            if window >= 2:
-                j = (i - rnd.randint(window)) % order.size
-                order[i], order[j] = order[j], order[i]
-            idx += 1
+        perm = np.arange(len(self.dataset))
+        n = perm.size
+        rng = np.random.RandomState(self.seed) if self.shuffle else None
+        if rng is not None:
+            rng.shuffle(perm)
+        span = int(np.rint(n * self.window_size)) if rng is not None else 0
+        # Step t visits slot t mod n (every rank walks the same global order and keeps its
+        # share), then swaps that slot with one of the `span` slots just behind it.
+        for step in itertools.count():
+            pos = step % n
+            if step % self.num_replicas == self.rank:
+                yield perm[pos]
+            if span > 1:
+                other = (pos - rng.randint(span)) % n
+                perm[[pos, other]] = perm[[other, pos]]
 
 #----------------------------------------------------------------------------
 # Parameters and buffers together (frozen D layers keep their weights in buffers).
 
 def params_and_buffers(module: torch.nn.Module) -> list:
-    assert isinstance(module, torch.nn.Module)
-    return list(module.parameters()) + list(module.buffers())
+    assert isinstance(module, torch.nn.Module), 'params_and_buffers needs a torch.nn.Module'
+    return [*module.parameters(), *module.buffers()]
 
 def named_params_and_buffers(module: torch.nn.Module) -> list:
-    assert isinstance(module, torch.nn.Module)
-    return list(module.named_parameters()) + list(module.named_buffers())
+    assert isinstance(module, torch.nn.Module), 'named_params_and_buffers needs a torch.nn.Module'
+    return [*module.named_parameters(), *module.named_buffers()]
 
 def copy_params_and_buffers(src_module: torch.nn.Module, dst_module: torch.nn.Module, require_all: bool = False) -> None:
     """Copy tensors by dotted name; names absent from src are skipped unless require_all."""
-    assert isinstance(src_module, torch.nn.Module)
-    assert isinstance(dst_module, torch.nn.Module)
-    src_tensors = dict(named_params_and_buffers(src_module))
-    for name, tensor in named_params_and_buffers(dst_module):
-        if name not in src_tensors:
-            if require_all:
-                raise AssertionError(f'{name} is missing from the source network')
-            continue
-        with torch.no_grad():
-            tensor.copy_(src_tensors[name].detach()).requires_grad_(tensor.requires_grad)
+    if not (isinstance(src_module, torch.nn.Module) and isinstance(dst_module, torch.nn.Module)):
+        raise TypeError('copy_params_and_buffers: both arguments must be torch.nn.Module')
+    source = dict(named_params_and_buffers(src_module))
+    targets = named_params_and_buffers(dst_module)
+    if require_all:
+        missing = [name for name, _ in targets if name not in source]
+        if missing:
+            raise AssertionError(f'source network has no tensor named {missing[0]} ({len(missing)} missing in all)')
+    with torch.no_grad():
+        for name, dst in targets:
+            if name in source:
+                dst.copy_(source[name].detach())
 
 #----------------------------------------------------------------------------
 # Skip DDP's gradient all-reduce for accumulation rounds that are not the last.
 
 @contextlib.contextmanager
 def ddp_sync(module: torch.nn.Module, sync: bool) -> Iterator[None]:
-    assert isinstance(module, torch.nn.Module)
-    if sync or not isinstance(module, torch.nn.parallel.DistributedDataParallel):
+    assert isinstance(module, torch.nn.Module), 'ddp_sync needs a torch.nn.Module'
+    is_ddp = isinstance(module, torch.nn.parallel.DistributedDataParallel)
+    with (module.no_sync() if (is_ddp and not sync) else contextlib.nullcontext()):
         yield
-    else:
-        with module.no_sync():
-            yield
 
 #----------------------------------------------------------------------------
 # All ranks must hold identical parameters and buffers; catches silent divergence early.
 
 def check_ddp_consistency(module: torch.nn.Module, ignore_regex: Optional[str] = None) -> None:
-    assert isinstance(module, torch.nn.Module)
+    assert isinstance(module, torch.nn.Module), 'check_ddp_consistency needs a torch.nn.Module'
+    prefix = type(module).__name__
     for name, tensor in named_params_and_buffers(module):
-        fullname = type(module).__name__ + '.' + name
-        if ignore_regex is not None and re.fullmatch(ignore_regex, fullname):
+        label = f'{prefix}.{name}'
+        if ignore_regex is not None and re.fullmatch(ignore_regex, label):
             continue
-        tensor = tensor.detach()
-        if tensor.is_floating_point():
-            tensor = nan_to_num(tensor)
-        other = tensor.clone()
-        torch.distributed.broadcast(tensor=other, src=0)
-        if not (tensor == other).all():
-            raise AssertionError(f'{fullname} differs between ranks')
+        mine = tensor.detach()
+        mine = nan_to_num(mine) if mine.is_floating_point() else mine # NaN != NaN would always fail
+        rank0 = mine.clone()
+        torch.distributed.broadcast(tensor=rank0, src=0)
+        if not torch.equal(mine, rank0):
+            raise AssertionError(f'{label} differs between ranks')
 
 #----------------------------------------------------------------------------
 # Table of submodules with parameter/buffer counts and output shapes, from one forward pass.
+# Each tensor is counted once, at the first (innermost) module whose call recorded it.
+
+def _record_calls(module: torch.nn.Module, inputs: Any, max_nesting: int):
+    calls, depth = [], [0]
+    def enter(_mod, _inputs):
+        depth[0] += 1
+    def leave(mod, _inputs, outputs):
+        depth[0] -= 1
+        if depth[0] <= max_nesting:
+            outs = outputs if isinstance(outputs, (tuple, list)) else [outputs]
+            calls.append(dnnlib.EasyDict(mod=mod, outputs=[t for t in outs if isinstance(t, torch.Tensor)]))
+    handles = []
+    for mod in module.modules():
+        handles.append(mod.register_forward_pre_hook(enter))
+        handles.append(mod.register_forward_hook(leave))
+    try:
+        result = module(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return result, calls
+
+def _summary_rows(module, calls, skip_redundant):
+    seen = set()
+    def fresh(tensors):
+        return [t for t in tensors if id(t) not in seen]
+    names = {mod: name for name, mod in module.named_modules()}
+    header = [type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype']
+    rows, totals = [header, ['---'] * 5], [0, 0]
+    for call in calls:
+        params, buffers, outs = fresh(call.mod.parameters()), fresh(call.mod.buffers()), fresh(call.outputs)
+        seen.update(id(t) for t in params + buffers + outs)
+        if skip_redundant and not (params or buffers or outs):
+            continue
+        n_par, n_buf = sum(t.numel() for t in params), sum(t.numel() for t in buffers)
+        totals[0] += n_par
+        totals[1] += n_buf
+        base = '<top-level>' if call.mod is module else names[call.mod]
+        shapes = [str(list(t.shape)) for t in call.outputs] or ['-']
+        dtypes = [str(t.dtype).split('.')[-1] for t in call.outputs] or ['-']
+        for k, (shape, dt) in enumerate(zip(shapes, dtypes)):
+            label = base + (f':{k}' if len(call.outputs) > 1 else '')
+            counts = [str(n_par) if n_par else '-', str(n_buf) if n_buf else '-'] if k == 0 else ['-', '-']
+            rows.append([label, *counts, shape, dt])
+    rows += [['---'] * 5, ['Total', str(totals[0]), str(totals[1]), '-', '-']]
+    return rows
 
 def print_module_summary(module: torch.nn.Module, inputs: Any, max_nesting: int = 3, skip_redundant: bool = True) -> Any:
-    assert isinstance(module, torch.nn.Module)
-    assert not isinstance(module, torch.jit.ScriptModule)
-    assert isinstance(inputs, (tuple, list))
-
-    # Record every submodule call with its outputs.
-    entries = []
-    nesting = [0]
-    def pre_hook(_mod, _inputs):
-        nesting[0] += 1
-    def post_hook(mod, _inputs, outputs):
-        nesting[0] -= 1
-        if nesting[0] <= max_nesting:
-            outputs = list(outputs) if isinstance(outputs, (tuple, list)) else [outputs]
-            outputs = [t for t in outputs if isinstance(t, torch.Tensor)]
-            entries.append(dnnlib.EasyDict(mod=mod, outputs=outputs))
-    hooks = [mod.register_forward_pre_hook(pre_hook) for mod in module.modules()]
-    hooks += [mod.register_forward_hook(post_hook) for mod in module.modules()]
-    try:
-        outputs = module(*inputs)
-    finally:
-        for hook in hooks:
-            hook.remove()
-
-    # Attribute each tensor to the first (innermost) entry that owns it.
-    tensors_seen = set()
-    for e in entries:
-        e.unique_params = [t for t in e.mod.parameters() if id(t) not in tensors_seen]
-        e.unique_buffers = [t for t in e.mod.buffers() if id(t) not in tensors_seen]
-        e.unique_outputs = [t for t in e.outputs if id(t) not in tensors_seen]
-        tensors_seen |= {id(t) for t in e.unique_params + e.unique_buffers + e.unique_outputs}
-    if skip_redundant:
-        entries = [e for e in entries if len(e.unique_params) or len(e.unique_buffers) or len(e.unique_outputs)]
-
-    # Print the table.
-    rows = [[type(module).__name__, 'Parameters', 'Buffers', 'Output shape', 'Datatype']]
-    rows += [['---'] * len(rows[0])]
-    param_total = 0
-    buffer_total = 0
-    submodule_names = {mod: name for name, mod in module.named_modules()}
-    for e in entries:
-        name = '<top-level>' if e.mod is module else submodule_names[e.mod]
-        param_size = sum(t.numel() for t in e.unique_params)
-        buffer_size = sum(t.numel() for t in e.unique_buffers)
-        output_shapes = [str(list(t.shape)) for t in e.outputs]
-        output_dtypes = [str(t.dtype).split('.')[-1] for t in e.outputs]
-        rows += [[
-            name + (':0' if len(e.outputs) >= 2 else ''),
-            str(param_size) if param_size else '-',
-            str(buffer_size) if buffer_size else '-',
-            (output_shapes + ['-'])[0],
-            (output_dtypes + ['-'])[0],
-        ]]
-        for idx in range(1, len(e.outputs)):
-            rows += [[name + f':{idx}', '-', '-', output_shapes[idx], output_dtypes[idx]]]
-        param_total += param_size
-        buffer_total += buffer_size
-    rows += [['---'] * len(rows[0])]
-    rows += [['Total', str(param_total), str(buffer_total), '-', '-']]
-    widths = [max(len(cell) for cell in column) for column in zip(*rows)]
+    assert isinstance(module, torch.nn.Module) and not isinstance(module, torch.jit.ScriptModule), \
+        'print_module_summary needs an eager torch.nn.Module'
+    assert isinstance(inputs, (tuple, list)), 'inputs must be a list or tuple of positional arguments'
+    result, calls = _record_calls(module, inputs, max_nesting)
+    rows = _summary_rows(module, calls, skip_redundant)
+    widths = [max(len(row[col]) for row in rows) for col in range(len(rows[0]))]
     print()
     for row in rows:
-        print('  '.join(cell + ' ' * (width - len(cell)) for cell, width in zip(row, widths)))
+        print('  '.join(cell.ljust(w) for cell, w in zip(row, widths)))
     print()
-    return outputs
+    return result
 
 #----------------------------------------------------------------------------

@@ -52,47 +52,42 @@ def persistent_class(orig_class: type) -> type:
     if is_persistent(orig_class):
         return orig_class
     assert orig_class.__module__ in sys.modules, f'module of {orig_class.__name__} is not imported'
-    orig_module = sys.modules[orig_class.__module__]
-    orig_module_src = _module_to_src(orig_module)
+    home = sys.modules[orig_class.__module__]
+    name = orig_class.__name__
 
-    class Decorator(orig_class):
-        _orig_module_src = orig_module_src
-        _orig_class_name = orig_class.__name__
+    class Persistent(orig_class):
+        _orig_module_src = _module_to_src(home)
+        _orig_class_name = name
 
         def __init__(self, *args, **kwargs):
             super().__init__(*args, **kwargs)
-            self._init_args = copy.deepcopy(args)
-            self._init_kwargs = copy.deepcopy(kwargs)
-            assert orig_class.__name__ in orig_module.__dict__, 'persistent classes must be defined at module level'
+            assert vars(home).get(name) is not None, 'persistent classes must be defined at module level'
+            self._init_args, self._init_kwargs = copy.deepcopy(args), copy.deepcopy(kwargs)
             _check_pickleable((self._init_args, self._init_kwargs))
 
-        @property
-        def init_args(self):
-            return copy.deepcopy(self._init_args)
-
-        @property
-        def init_kwargs(self):
-            return dnnlib.EasyDict(copy.deepcopy(self._init_kwargs))
+        init_args = property(lambda self: copy.deepcopy(self._init_args))
+        init_kwargs = property(lambda self: dnnlib.EasyDict(copy.deepcopy(self._init_kwargs)))
 
         def __reduce__(self):
-            fields = list(super().__reduce__())
-            fields += [None] * max(3 - len(fields), 0)
-            if fields[0] is not _reconstruct_persistent_obj:
-                meta = dict(type='class', version=_version, module_src=self._orig_module_src,
-                            class_name=self._orig_class_name, state=fields[2])
-                fields[0] = _reconstruct_persistent_obj # Must be pickled by this exact dotted name.
-                fields[1] = (meta,)
-                fields[2] = None
-            return tuple(fields)
+            return _reduce_persistent(self, super().__reduce__())
 
-    Decorator.__name__ = orig_class.__name__
-    Decorator.__qualname__ = orig_class.__qualname__
-    Decorator.__module__ = orig_class.__module__
-    Decorator.__doc__ = orig_class.__doc__
-    _decorators.add(Decorator)
-    if not orig_class.__module__.startswith('_imported_module_'): # Only our own code is a rebuild target.
-        _by_name.setdefault(orig_class.__name__, Decorator)
-    return Decorator
+    for attr in ('__name__', '__qualname__', '__module__', '__doc__'):
+        setattr(Persistent, attr, getattr(orig_class, attr))
+    _decorators.add(Persistent)
+    if not home.__name__.startswith('_imported_module_'): # Only our own code is a rebuild target.
+        _by_name.setdefault(name, Persistent)
+    return Persistent
+
+# Pickle as _reconstruct_persistent_obj(meta): the usual (callable, args, state, ...) tuple from
+# nn.Module's __reduce__ has its first three slots replaced; the state travels inside meta.
+
+def _reduce_persistent(obj: Any, reduced: tuple) -> tuple:
+    parts = list(reduced) + [None] * (3 - len(reduced))
+    if parts[0] is _reconstruct_persistent_obj:
+        return tuple(parts)
+    meta = dict(type='class', version=_version, module_src=obj._orig_module_src,
+                class_name=obj._orig_class_name, state=parts[2])
+    return (_reconstruct_persistent_obj, (meta,), None, *parts[3:])
 
 #----------------------------------------------------------------------------
 
@@ -142,14 +137,14 @@ def reconstruct(meta: dict, allow_exec: bool = False) -> Any:
     if module is not None:
         if not isinstance(module.__dict__.get(meta.class_name), type):
             raise pickle.UnpicklingError(f'Persistent class "{meta.class_name}" is not defined by its module source')
-        orig_class = module.__dict__[meta.class_name]
-        obj = persistent_class(orig_class).__new__(persistent_class(orig_class))
-        if meta.state is not None:
-            setstate = getattr(obj, '__setstate__', None)
-            if callable(setstate):
-                setstate(meta.state)
-            else:
-                obj.__dict__.update(meta.state)
+        cls = persistent_class(module.__dict__[meta.class_name])
+        obj = cls.__new__(cls)
+        if meta.state is None:
+            return obj
+        if callable(getattr(obj, '__setstate__', None)):
+            obj.__setstate__(meta.state)
+        else:
+            vars(obj).update(meta.state)
         return obj
 
     # Foreign source (upstream's, or an older version of ours): rebuild our class from its arguments.
@@ -244,7 +239,7 @@ def rebuild_from_state(class_name: str, state: dict) -> Any:
 # Source text of a module, and (opt-in only) a module from source text.
 
 def _module_to_src(module: types.ModuleType) -> str:
-    src = _module_to_src_dict.get(module, None)
+    src = _module_to_src_dict.get(module)
     if src is None:
         path = getattr(module, '__file__', None)
         if path is not None and os.path.isfile(path):
@@ -258,33 +253,29 @@ def _module_to_src(module: types.ModuleType) -> str:
     return src
 
 def _src_to_module(src: str) -> types.ModuleType:
-    module = _src_to_module_dict.get(src, None)
-    if module is None:
-        module_name = '_imported_module_' + uuid.uuid4().hex
-        module = types.ModuleType(module_name)
-        sys.modules[module_name] = module
-        _module_to_src_dict[module] = src
-        _src_to_module_dict[src] = module
-        exec(src, module.__dict__) # pylint: disable=exec-used
+    if src in _src_to_module_dict:
+        return _src_to_module_dict[src]
+    # A fresh, uniquely named module, registered before exec so that persistent_class finds it.
+    module = types.ModuleType(f'_imported_module_{uuid.uuid4().hex}')
+    sys.modules[module.__name__] = module
+    _module_to_src_dict[module], _src_to_module_dict[src] = src, module
+    exec(src, vars(module)) # pylint: disable=exec-used
     return module
 
 #----------------------------------------------------------------------------
 # Constructor arguments must pickle with stock modules, or the snapshot would not load elsewhere.
 
 def _check_pickleable(obj: Any) -> None:
-    def recurse(obj):
-        if isinstance(obj, (list, tuple, set)):
-            return [recurse(x) for x in obj]
-        if isinstance(obj, dict):
-            return [[recurse(x), recurse(y)] for x, y in obj.items()]
-        if isinstance(obj, (str, int, float, bool, bytes, bytearray)) or obj is None:
-            return None
-        if type(obj).__module__.split('.')[0] in ('numpy', 'torch'):
-            return None
-        if is_persistent(obj):
-            return None
-        return obj
-    with io.BytesIO() as f:
-        pickle.dump(recurse(obj), f)
+    # Walk containers; known-good leaves (plain values, numpy/torch objects, persistent objects)
+    # are dropped, and whatever is left must survive pickle.dump on its own.
+    def leftovers(x):
+        if isinstance(x, dict):
+            return [leftovers(pair) for pair in x.items()]
+        if isinstance(x, (list, tuple, set)):
+            return [leftovers(item) for item in x]
+        plain = x is None or isinstance(x, (str, int, float, bool, bytes, bytearray))
+        library = type(x).__module__.split('.')[0] in ('numpy', 'torch')
+        return None if (plain or library or is_persistent(x)) else x
+    pickle.dump(leftovers(obj), io.BytesIO())
 
 #----------------------------------------------------------------------------

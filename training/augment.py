@@ -123,14 +123,14 @@ def scale3d(s):
 
 def rotate3d(v, theta):
     # Rodrigues' rotation about the unit axis v (a python 3-vector) by theta [N].
-    x, y, z = (float(a) for a in v)
+    # R = c I + (1 - c) v v^T + s [v]x, written out entry by entry on the [N] angle tensors.
+    axis = [float(a) for a in v]
+    x, y, z = axis
+    cross = [[0, -z, y], [z, 0, -x], [-y, x, 0]]           # [v]x, the cross-product matrix
     s, c = torch.sin(theta), torch.cos(theta)
     cc = 1 - c
-    return _batched_matrix([
-        [x*x*cc+c,   x*y*cc-z*s, x*z*cc+y*s, 0],
-        [y*x*cc+z*s, y*y*cc+c,   y*z*cc-x*s, 0],
-        [z*x*cc-y*s, z*y*cc+x*s, z*z*cc+c,   0],
-        [0,          0,          0,          1]], theta)
+    rows = [[axis[i] * axis[j] * cc + (c if i == j else cross[i][j] * s) for j in range(3)] + [0] for i in range(3)]
+    return _batched_matrix(rows + [[0, 0, 0, 1]], theta)
 
 
 def _const3(rows, device):
@@ -194,16 +194,17 @@ def apply_geometric(images, G_inv, Hz_geom):
 # Color execution: a 4x4 homogeneous matrix C per sample acting on RGB (grayscale: on luma).
 
 def apply_color(images, C):
-    N, num_channels, H, W = images.shape
-    flat = images.reshape([N, num_channels, H * W])
-    if num_channels == 3:
-        flat = C[:, :3, :3] @ flat + C[:, :3, 3:]
-    elif num_channels == 1:
+    shape = images.shape
+    if shape[1] not in (1, 3):
+        raise ValueError(f'AugmentPipe: images have {shape[1]} channels; color augmentation needs RGB (3) or L (1)')
+    pixels = images.flatten(2)                                              # [N, C, H*W]
+    if shape[1] == 3:
+        linear, offset = C[:, :3, :3], C[:, :3, 3:]
+        pixels = linear @ pixels + offset
+    else: # grayscale: average the three output rows to get one luma row
         luma = C[:, :3, :].mean(dim=1, keepdim=True)                       # [N, 1, 4]
-        flat = flat * luma[:, :, :3].sum(dim=2, keepdim=True) + luma[:, :, 3:]
-    else:
-        raise ValueError(f'AugmentPipe: images have {num_channels} channels; color augmentation needs RGB (3) or L (1)')
-    return flat.reshape([N, num_channels, H, W])
+        pixels = pixels * luma[:, :, :3].sum(dim=2, keepdim=True) + luma[:, :, 3:]
+    return pixels.reshape(shape)
 
 #----------------------------------------------------------------------------
 # Image-space filtering: band gains g [N, bands] -> one separable filter per sample.
@@ -248,53 +249,26 @@ def cutout_mask(size, center, height, width):
 
 @persistence.persistent_class
 class AugmentPipe(torch.nn.Module):
-    def __init__(self,
-        xflip=0, rotate90=0, xint=0, xint_max=0.125,
-        scale=0, rotate=0, aniso=0, xfrac=0, scale_std=0.2, rotate_max=1, aniso_std=0.2, xfrac_std=0.125,
-        brightness=0, contrast=0, lumaflip=0, hue=0, saturation=0, brightness_std=0.2, contrast_std=0.5, hue_max=1, saturation_std=1,
-        imgfilter=0, imgfilter_bands=(1, 1, 1, 1), imgfilter_std=1,
-        noise=0, cutout=0, noise_std=0.1, cutout_size=0.5,
-    ):
+    def __init__(self, xflip=0, rotate90=0, xint=0, xint_max=0.125, scale=0, rotate=0, aniso=0, xfrac=0,
+            scale_std=0.2, rotate_max=1, aniso_std=0.2, xfrac_std=0.125, brightness=0, contrast=0, lumaflip=0, hue=0,
+            saturation=0, brightness_std=0.2, contrast_std=0.5, hue_max=1, saturation_std=1, imgfilter=0,
+            imgfilter_bands=(1, 1, 1, 1), imgfilter_std=1, noise=0, cutout=0, noise_std=0.1, cutout_size=0.5):
         super().__init__()
-        self.register_buffer('p', torch.ones([]))       # Overall probability multiplier (ADA's p).
+        self.register_buffer('p', torch.ones([])) # ADA's p: scales every op's probability below
 
-        # Pixel blitting.
-        self.xflip           = float(xflip)             # Multiplier: x-flip.
-        self.rotate90        = float(rotate90)          # Multiplier: rotation by k * 90 degrees.
-        self.xint            = float(xint)              # Multiplier: integer translation.
-        self.xint_max        = float(xint_max)          # Integer translation range, fraction of image size.
-
-        # General geometric transformations.
-        self.scale           = float(scale)             # Multiplier: isotropic scaling.
-        self.rotate          = float(rotate)            # Multiplier: arbitrary rotation (pre OR post).
-        self.aniso           = float(aniso)             # Multiplier: anisotropic scaling.
-        self.xfrac           = float(xfrac)             # Multiplier: fractional translation.
-        self.scale_std       = float(scale_std)         # Log2 std of isotropic scaling.
-        self.rotate_max      = float(rotate_max)        # Rotation range, 1 = full circle.
-        self.aniso_std       = float(aniso_std)         # Log2 std of anisotropic scaling.
-        self.xfrac_std       = float(xfrac_std)         # Std of fractional translation, fraction of image size.
-
-        # Color transformations.
-        self.brightness      = float(brightness)        # Multiplier: brightness offset.
-        self.contrast        = float(contrast)          # Multiplier: contrast scaling.
-        self.lumaflip        = float(lumaflip)          # Multiplier: luma flip.
-        self.hue             = float(hue)               # Multiplier: hue rotation.
-        self.saturation      = float(saturation)        # Multiplier: saturation scaling.
-        self.brightness_std  = float(brightness_std)    # Std of the brightness offset.
-        self.contrast_std    = float(contrast_std)      # Log2 std of contrast.
-        self.hue_max         = float(hue_max)           # Hue rotation range, 1 = full circle.
-        self.saturation_std  = float(saturation_std)    # Log2 std of saturation.
-
-        # Image-space filtering.
-        self.imgfilter       = float(imgfilter)         # Multiplier: band amplification.
-        self.imgfilter_bands = list(imgfilter_bands)    # Per-band multipliers (4 bands).
-        self.imgfilter_std   = float(imgfilter_std)     # Log2 std of band amplification.
-
-        # Image-space corruptions.
-        self.noise           = float(noise)             # Multiplier: additive Gaussian noise.
-        self.cutout          = float(cutout)            # Multiplier: cutout.
-        self.noise_std       = float(noise_std)         # Std of the noise std.
-        self.cutout_size     = float(cutout_size)       # Cutout side, fraction of image size.
+        # Probability multipliers, one per op (0 disables it). An op fires with probability p * multiplier.
+        fires = dict(xflip=xflip, rotate90=rotate90, xint=xint, scale=scale, rotate=rotate, aniso=aniso, xfrac=xfrac,
+                     brightness=brightness, contrast=contrast, lumaflip=lumaflip, hue=hue, saturation=saturation,
+                     imgfilter=imgfilter, noise=noise, cutout=cutout)
+        # Strengths. *_std of scale/aniso/contrast/saturation/imgfilter are in log2 units; xint_max,
+        # xfrac_std and cutout_size are fractions of the image side; rotate_max and hue_max of a full turn.
+        strengths = dict(xint_max=xint_max, scale_std=scale_std, rotate_max=rotate_max, aniso_std=aniso_std,
+                         xfrac_std=xfrac_std, brightness_std=brightness_std, contrast_std=contrast_std, hue_max=hue_max,
+                         saturation_std=saturation_std, imgfilter_std=imgfilter_std, noise_std=noise_std,
+                         cutout_size=cutout_size)
+        for name, value in {**fires, **strengths}.items(): # plain float attributes, as pickles expect
+            setattr(self, name, float(value))
+        self.imgfilter_bands = list(imgfilter_bands) # gain multiplier per frequency band (4 bands)
 
         # Orthogonal low-pass for geometric resampling; filter bank for image-space filtering.
         self.register_buffer('Hz_geom', upfirdn2d.setup_filter(list(symlet_lowpass(6))))
@@ -385,7 +359,7 @@ class AugmentPipe(torch.nn.Module):
         if self.lumaflip > 0:
             i = _gate(torch.floor(torch.rand([N, 1, 1], device=device, generator=gen) * 2), self.lumaflip * self.p, 0.0, [N, 1, 1], gen)
             i = i if pct is None else torch.full_like(i, torch.floor(pct * 2))
-            C, enabled = (torch.eye(4, device=device) - 2 * vv * i) @ C, True   # Householder reflection.
+            C, enabled = (torch.eye(4, device=device) - 2 * vv * i) @ C, True   # reflect along the luma axis: brightness inverted, chroma kept
         if self.hue > 0 and num_channels > 1:
             theta = _gate((torch.rand([N], device=device, generator=gen) * 2 - 1) * np.pi * self.hue_max, self.hue * self.p, 0.0, [N], gen)
             theta = theta if pct is None else torch.full_like(theta, _pct_uniform(pct) * np.pi * self.hue_max)

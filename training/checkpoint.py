@@ -16,14 +16,13 @@ import json
 import os
 import pickle
 import re
-import tempfile
 import warnings
 
 import torch
 
+import dnnlib
+
 SNAPSHOT_RE = re.compile(r'network-snapshot-(\d+)\.pkl$')
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 #----------------------------------------------------------------------------
 # Raised when the run folder cannot be written (disk full, read-only, removed); names the file.
@@ -42,26 +41,10 @@ class CheckpointNotFoundError(FileNotFoundError):
 # an fsync of the folder so that the rename itself survives a power loss.
 
 def atomic_write_bytes(path: str, data: bytes) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    tmp_path = None
     try:
-        fd, tmp_path = tempfile.mkstemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=folder)
-        os.chmod(tmp_path, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the file the usual permissions.
-        with os.fdopen(fd, 'wb') as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-        tmp_path = None
-        _fsync_dir(folder)
+        dnnlib.util.atomic_write_bytes(path, data)
     except OSError as e:
         raise _write_error('write', path, e) from e
-    finally:
-        if tmp_path is not None and os.path.exists(tmp_path):
-            try:
-                os.remove(tmp_path)
-            except OSError:
-                pass
 
 
 def _write_error(verb: str, path: str, e: OSError) -> CheckpointWriteError:
@@ -69,18 +52,6 @@ def _write_error(verb: str, path: str, e: OSError) -> CheckpointWriteError:
     return CheckpointWriteError(f'Could not {verb} {path}: {e.strerror or e} ({reason}). '
                                 f'Files written earlier are intact; free space or fix the folder and resume with --resume=latest.')
 
-
-def _fsync_dir(folder: str) -> None:
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return  # Some platforms cannot open folders; the rename is still atomic there.
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 #----------------------------------------------------------------------------
 # Atomic writers for the formats a run folder holds.
@@ -93,19 +64,8 @@ def atomic_append_line(path: str, line: str) -> None:
     # One O_APPEND write() of the whole line, then fsync: a kill cannot interleave or half-write it,
     # and rewriting the file every tick would cost O(run length). A line torn by a power loss is
     # closed with a newline first so that later lines stay parseable.
-    data = line.rstrip('\n').encode('utf-8') + b'\n'
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
-        try:
-            if os.fstat(fd).st_size > 0:
-                with open(path, 'rb') as f:
-                    f.seek(-1, os.SEEK_END)
-                    if f.read(1) != b'\n':
-                        data = b'\n' + data
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        dnnlib.util.append_line(path, line)
     except OSError as e:
         raise _write_error('append to', path, e) from e
 
@@ -122,12 +82,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''):
-            digest.update(chunk)
-    return digest.hexdigest()
+sha256_file = dnnlib.util.sha256_file
 
 
 def verify(path: str, required: bool = True) -> bool:

@@ -136,9 +136,10 @@ def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gp
     args['ema_kimg'] = spec['ema']
     args['ema_rampup'] = spec['ramp']
     if cfg == 'cifar':
-        args['loss_kwargs']['pl_weight'] = 0 # disable path length regularization
-        args['loss_kwargs']['style_mixing_prob'] = 0 # disable style mixing
-        args['D_kwargs']['architecture'] = 'orig' # disable residual skip connections
+        # CIFAR preset: no PL regularizer, no mixing regularization, plain (non-resnet) D.
+        args['loss_kwargs']['pl_weight'] = 0
+        args['loss_kwargs']['style_mixing_prob'] = 0
+        args['D_kwargs']['architecture'] = 'orig'
     if gamma is not None:
         if gamma < 0:
             raise _bad('--gamma', 'must be non-negative')
@@ -150,7 +151,7 @@ def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gp
         desc += f'-kimg{kimg:g}'
         args['total_kimg'] = int(kimg) if float(kimg).is_integer() else float(kimg)
     if batch is not None:
-        if not (batch >= 1 and batch % gpus == 0):
+        if batch < 1 or batch % gpus != 0:
             raise _bad('--batch', f'must be at least 1 and divisible by --gpus={gpus}')
         desc += f'-batch{batch}'
         args['batch_size'] = batch
@@ -223,12 +224,11 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
             raise _bad('--target', 'must be between 0 and 1')
         desc += f'-target{target:g}'
         args['ada_target'] = target
-    if augpipe is None:
-        augpipe = 'bgc'
-    else:
+    if augpipe is not None:
         if aug == 'noaug':
             raise _bad('--augpipe', 'cannot be specified with --aug=noaug')
-        desc += f'-{augpipe}'
+        desc += f'-{augpipe}' # only an explicit choice shows in the run name
+    augpipe = 'bgc' if augpipe is None else augpipe
     if aug != 'noaug':
         args['augment_kwargs'] = dict(class_name='training.augment.AugmentPipe', **{op: 1 for op in AUGPIPES[augpipe]})
     spec = {'noaug': 'noaug', 'ada': f'ada:{augpipe},target={args.get("ada_target", 0.6):g}', 'fixed': f'fixed:{augpipe},p={p:g}' if p is not None else ''}[aug]

@@ -262,58 +262,56 @@ def parse_labels(obj, fnames: list, where: str):
     return arr
 
 #----------------------------------------------------------------------------
-# Upstream's abstract dataset: index bookkeeping for subsets and x-flips, labels as float32.
+# Base class with upstream's constructor and accessors. Item i of the dataset is raw image
+# _raw_idx[i], mirrored when _xflip[i] is set. Subclasses supply _load_raw_image/_load_raw_labels.
+# max_size picks a seeded random subset (kept in file order) before --mirror doubles it.
+
+def _subset_indices(num_images, max_size, random_seed):
+    idx = np.arange(num_images, dtype=np.int64)
+    if max_size is None or num_images <= max_size:
+        return idx
+    np.random.RandomState(random_seed).shuffle(idx)
+    return np.sort(idx[:max_size])
+
+def _check_raw_labels(labels, num_images):
+    assert isinstance(labels, np.ndarray), 'labels must be a numpy array'
+    assert labels.shape[0] == num_images, 'one label per image expected'
+    assert labels.dtype in (np.float32, np.int64), 'labels must be float32 or int64'
+    if labels.dtype == np.int64:
+        assert labels.ndim == 1 and (labels >= 0).all(), 'class ids must be >= 0'
+    return labels
 
 class Dataset(torch.utils.data.Dataset):
-    def __init__(self,
-        name,                   # Name of the dataset.
-        raw_shape,              # Shape of the raw image data (NCHW).
-        max_size    = None,     # Artificially limit the size of the dataset. None = no limit. Applied before xflip.
-        use_labels  = False,    # Enable conditioning labels? False = label dimension is zero.
-        xflip       = False,    # Artificially double the size of the dataset via x-flips. Applied after max_size.
-        random_seed = 0,        # Random seed to use when applying max_size.
-    ):
-        self._name = name
-        self._raw_shape = list(raw_shape)
-        self._use_labels = use_labels
-        self._raw_labels = None
-        self._label_shape = None
-
-        # Deterministic subset: shuffle with the seed, keep the first max_size, restore file order.
-        self._raw_idx = np.arange(self._raw_shape[0], dtype=np.int64)
-        if (max_size is not None) and (self._raw_idx.size > max_size):
-            np.random.RandomState(random_seed).shuffle(self._raw_idx)
-            self._raw_idx = np.sort(self._raw_idx[:max_size])
-
-        # The second copy of every index is mirrored on load.
-        self._xflip = np.zeros(self._raw_idx.size, dtype=np.uint8)
-        if xflip:
-            self._raw_idx = np.tile(self._raw_idx, 2)
-            self._xflip = np.concatenate([self._xflip, np.ones_like(self._xflip)])
+    def __init__(self, name, raw_shape, max_size=None, use_labels=False, xflip=False, random_seed=0):
+        self._name, self._raw_shape, self._use_labels = name, list(raw_shape), use_labels
+        self._raw_labels = self._label_shape = None
+        picked = _subset_indices(self._raw_shape[0], max_size, random_seed)
+        copies = 2 if xflip else 1
+        self._raw_idx = np.concatenate([picked] * copies)
+        self._xflip = np.repeat(np.arange(copies, dtype=np.uint8), picked.size) # 0 for the originals, 1 for mirrors
 
     def _get_raw_labels(self):
-        if self._raw_labels is None:
-            self._raw_labels = self._load_raw_labels() if self._use_labels else None
-            if self._raw_labels is None:
-                self._raw_labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
-            assert isinstance(self._raw_labels, np.ndarray), 'labels must be a numpy array'
-            assert self._raw_labels.shape[0] == self._raw_shape[0], 'one label per image expected'
-            assert self._raw_labels.dtype in [np.float32, np.int64], 'labels must be float32 or int64'
-            if self._raw_labels.dtype == np.int64:
-                assert self._raw_labels.ndim == 1 and np.all(self._raw_labels >= 0), 'class ids must be >= 0'
+        if self._raw_labels is None: # loaded lazily, dropped again on pickling
+            labels = self._load_raw_labels() if self._use_labels else None
+            if labels is None:
+                labels = np.zeros([self._raw_shape[0], 0], dtype=np.float32)
+            self._raw_labels = _check_raw_labels(labels, self._raw_shape[0])
         return self._raw_labels
 
-    def close(self): # To be overridden by subclass.
+    # Hooks for subclasses.
+    def close(self):
         pass
 
-    def _load_raw_image(self, raw_idx): # To be overridden by subclass.
-        raise NotImplementedError
+    def _load_raw_image(self, raw_idx):
+        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_image')
 
-    def _load_raw_labels(self): # To be overridden by subclass.
-        raise NotImplementedError
+    def _load_raw_labels(self):
+        raise NotImplementedError(f'{type(self).__name__} must implement _load_raw_labels')
 
     def __getstate__(self):
-        return dict(self.__dict__, _raw_labels=None)
+        state = self.__dict__.copy()
+        state['_raw_labels'] = None
+        return state
 
     def __del__(self):
         try:
@@ -322,73 +320,66 @@ class Dataset(torch.utils.data.Dataset):
             pass
 
     def __len__(self):
-        return self._raw_idx.size
+        return len(self._raw_idx)
 
     def __getitem__(self, idx):
-        image = self._load_raw_image(self._raw_idx[idx])
-        assert isinstance(image, np.ndarray), 'images are numpy arrays'
-        assert list(image.shape) == self.image_shape, f'image shape {list(image.shape)} != {self.image_shape}'
-        assert image.dtype == np.uint8, 'images are uint8'
+        img = self._load_raw_image(self._raw_idx[idx])
+        assert isinstance(img, np.ndarray) and img.dtype == np.uint8, 'images must be uint8 numpy arrays'
+        assert list(img.shape) == self.image_shape, f'image shape {list(img.shape)} != {self.image_shape}'
         if self._xflip[idx]:
-            assert image.ndim == 3 # CHW
-            image = image[:, :, ::-1]
-        return image.copy(), self.get_label(idx)
+            img = np.flip(img, axis=2) # CHW: mirror along W
+        return img.copy(), self.get_label(idx)
 
     def get_label(self, idx):
-        label = self._get_raw_labels()[self._raw_idx[idx]]
-        if label.dtype == np.int64:
-            onehot = np.zeros(self.label_shape, dtype=np.float32)
-            onehot[label] = 1
-            label = onehot
-        return label.copy()
+        raw = self._get_raw_labels()[self._raw_idx[idx]]
+        if raw.dtype != np.int64:
+            return raw.copy()
+        return np.eye(self.label_shape[0], dtype=np.float32)[raw].copy() # class id -> one-hot
 
     def get_details(self, idx):
         from dnnlib.util import EasyDict
-        d = EasyDict()
-        d.raw_idx = int(self._raw_idx[idx])
-        d.xflip = (int(self._xflip[idx]) != 0)
-        d.raw_label = self._get_raw_labels()[d.raw_idx].copy()
-        return d
+        raw_idx = int(self._raw_idx[idx])
+        return EasyDict(raw_idx=raw_idx, xflip=bool(self._xflip[idx]), raw_label=self._get_raw_labels()[raw_idx].copy())
 
     @property
     def name(self):
         return self._name
 
     @property
-    def image_shape(self):
+    def image_shape(self): # [C, H, W]
         return list(self._raw_shape[1:])
 
     @property
     def num_channels(self):
-        assert len(self.image_shape) == 3 # CHW
         return self.image_shape[0]
 
     @property
     def resolution(self):
-        assert len(self.image_shape) == 3 # CHW
-        if self.image_shape[1] != self.image_shape[2]:
-            raise DatasetError(f'{self._name}: images are {self.image_shape[2]}x{self.image_shape[1]} (WxH), not square; '
+        _, h, w = self.image_shape
+        if h != w:
+            raise DatasetError(f'{self._name}: images are {w}x{h} (WxH), not square; '
                                f'make a square copy with dataset_tool.py --transform=center-crop (or center-crop-wide)')
-        return self.image_shape[1]
+        return h
 
     @property
     def label_shape(self):
         if self._label_shape is None:
-            raw_labels = self._get_raw_labels()
-            if raw_labels.dtype == np.int64:
-                self._label_shape = [int(np.max(raw_labels)) + 1] if raw_labels.size else [0]
-            else:
-                self._label_shape = list(raw_labels.shape[1:])
+            labels = self._get_raw_labels()
+            if labels.dtype != np.int64:
+                self._label_shape = list(labels.shape[1:])
+            else: # one-hot width = largest class id + 1
+                self._label_shape = [int(labels.max()) + 1 if labels.size else 0]
         return list(self._label_shape)
 
     @property
     def label_dim(self):
-        assert len(self.label_shape) == 1
-        return self.label_shape[0]
+        shape = self.label_shape
+        assert len(shape) == 1, f'label_dim needs flat labels, got shape {shape}'
+        return shape[0]
 
     @property
     def has_labels(self):
-        return any(x != 0 for x in self.label_shape)
+        return any(self.label_shape)
 
     @property
     def has_onehot_labels(self):
@@ -400,11 +391,7 @@ class Dataset(torch.utils.data.Dataset):
 # or broken files are found before training starts, not hours into it.
 
 class ImageFolderDataset(Dataset):
-    def __init__(self,
-        path,                   # Path to directory or zip.
-        resolution      = None, # Ensure specific resolution, None = highest available.
-        **super_kwargs,         # Additional arguments for the Dataset base class.
-    ):
+    def __init__(self, path, resolution=None, **super_kwargs): # resolution: required size, None = accept any
         self._path = path
         self._store = FileStore(path)
         self._image_fnames = [f for f in self._store.names if is_image_name(f)]
@@ -420,7 +407,7 @@ class ImageFolderDataset(Dataset):
                 raise DatasetError(f'{path}: {fname} is {w2}x{h2} but {self._image_fnames[0]} is {w}x{h}; all images '
                                    f'must have one size: rebuild with dataset_tool.py --resolution={max(w, h)}')
         raw_shape = [len(self._image_fnames), mode_channels(mode), h, w]
-        if resolution is not None and (raw_shape[2] != resolution or raw_shape[3] != resolution):
+        if resolution is not None and (w, h) != (resolution, resolution):
             raise DatasetError(f'{path}: Image files do not match the specified resolution ({w}x{h} != {resolution}); '
                                f'rebuild with dataset_tool.py --resolution={resolution}')
 
@@ -451,10 +438,9 @@ class ImageFolderDataset(Dataset):
         img = decode_image(self._store.read(fname), where)
         if img.size != (self._raw_shape[3], self._raw_shape[2]):
             raise DatasetError(f'{where}: decoded size {img.size} differs from its header; the file is corrupt')
-        image = np.asarray(to_mode(img, self._mode), dtype=np.uint8)
-        if image.ndim == 2:
-            image = image[:, :, np.newaxis] # HW => HWC
-        return image.transpose(2, 0, 1) # HWC => CHW
+        pixels = np.asarray(to_mode(img, self._mode), dtype=np.uint8)
+        pixels = pixels.reshape(pixels.shape[0], pixels.shape[1], -1) # grayscale HW -> HW1
+        return pixels.transpose(2, 0, 1) # HWC -> CHW
 
     def _load_raw_labels(self):
         fname = 'dataset.json'

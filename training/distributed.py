@@ -33,6 +33,17 @@ def get_world_size() -> int:
     return torch.distributed.get_world_size() if is_distributed() else 1
 
 #----------------------------------------------------------------------------
+# The CUDA device index of this process: under torchrun (RANK, WORLD_SIZE and LOCAL_RANK set) the
+# node-local LOCAL_RANK, since the global rank exceeds the GPU count on every node but the first;
+# with --gpus=N (all processes on one machine) the rank itself.
+
+def local_device_index(rank: int, environ=None) -> int:
+    environ = os.environ if environ is None else environ
+    if all(key in environ for key in ('RANK', 'WORLD_SIZE', 'LOCAL_RANK')):
+        return int(environ['LOCAL_RANK'])
+    return rank
+
+#----------------------------------------------------------------------------
 # Process-group setup for one local process per GPU (file store) or torchrun (env://).
 # `timeout_s` bounds how long a collective waits for a peer that stopped answering.
 
@@ -42,7 +53,7 @@ def init_distributed(rank: int, world_size: int, init_method: str, device: str =
     backend = 'nccl' if device == 'cuda' else 'gloo'
     if backend == 'nccl':
         os.environ.setdefault('TORCH_NCCL_ASYNC_ERROR_HANDLING', '1')  # Turn NCCL timeouts into errors, not hangs.
-        torch.cuda.set_device(rank)
+        torch.cuda.set_device(local_device_index(rank))
     torch.distributed.init_process_group(backend=backend, init_method=init_method, rank=rank, world_size=world_size,
                                          timeout=datetime.timedelta(seconds=timeout_s))
 
@@ -106,9 +117,14 @@ def all_reduce_grads(params: list) -> None:
 def any_rank(flag: bool, device: torch.device) -> bool:
     if not is_distributed():
         return bool(flag)
-    t = torch.tensor([1.0 if flag else 0.0], device=device)
-    _collective('flag all-reduce', torch.distributed.all_reduce, t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item() > 0)
+    return any_rank_flag(torch.tensor([1.0 if flag else 0.0], device=device))
+
+
+# The same for a [1] float32 flag tensor still on the device (reduced in place): one host sync in all.
+def any_rank_flag(flag: torch.Tensor) -> bool:
+    if is_distributed():
+        _collective('flag all-reduce', torch.distributed.all_reduce, flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item() > 0)
 
 #----------------------------------------------------------------------------
 # Names of parameters/buffers that differ between rank 0 and this rank (empty when in sync).

@@ -13,13 +13,13 @@ from training import checkpoint, distributed, run_state
 from training.sampler import ResumableSampler
 
 #----------------------------------------------------------------------------
-# Device, seeds and backend flags. rank r uses cuda:r; the CPU path exists for CI and demos.
+# Device, seeds and backend flags. rank r uses cuda:r (cuda:LOCAL_RANK under torchrun); the CPU path exists for CI and demos.
 
 def setup_device(device: str, rank: int, random_seed: int, num_gpus: int, cudnn_benchmark: bool, allow_tf32: bool, deterministic: bool) -> torch.device:
     if device == 'cuda':
         if not torch.cuda.is_available():
             raise RuntimeError('device=cuda but no CUDA GPU is visible; use --device=cpu or check CUDA_VISIBLE_DEVICES')
-        dev = torch.device('cuda', rank)
+        dev = torch.device('cuda', distributed.local_device_index(rank))
         torch.cuda.set_device(dev)
     elif device == 'cpu':
         dev = torch.device('cpu')
@@ -73,10 +73,8 @@ def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, device):
 def print_summaries(G, D, batch_gpu: int, device) -> None:
     from torch_utils import misc
     saved = {name: buf.clone() for name, buf in G.named_buffers()}
-    z = torch.zeros([batch_gpu, G.z_dim], device=device)
-    c = torch.zeros([batch_gpu, G.c_dim], device=device)
-    img = misc.print_module_summary(G, [z, c])
-    misc.print_module_summary(D, [img, c])
+    z, c = (torch.zeros(batch_gpu, dim, device=device) for dim in (G.z_dim, G.c_dim))
+    misc.print_module_summary(D, [misc.print_module_summary(G, [z, c]), c])
     with torch.no_grad():
         for name, buf in G.named_buffers():
             buf.copy_(saved[name])
@@ -108,7 +106,7 @@ def resume_networks(resume_pkl: str, G, D, G_ema, rank: int) -> dict | None:
         return None
     import legacy
     checkpoint.check_snapshot(resume_pkl)
-    print(f'Resuming from "{resume_pkl}"')
+    print(f'Loading weights to resume from: {resume_pkl}')
     with dnnlib.util.open_url(resume_pkl) as f:
         resume_data = legacy.load_network_pkl(f)
     problems = []

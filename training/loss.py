@@ -142,14 +142,15 @@ class StyleGAN2Loss:
         batch_size = max(gen_z.shape[0] // self.pl_batch_shrink, 1)
         gen_img, gen_ws = self.run_G(gen_z[:batch_size], gen_c[:batch_size])
         noise = regularizers.pl_noise(gen_img)
-        ws_grads, = torch.autograd.grad(outputs=[(gen_img * noise).sum()], inputs=[gen_ws], create_graph=True, only_inputs=True)
+        (ws_grads,) = torch.autograd.grad((gen_img * noise).sum(), gen_ws, create_graph=True)
         lengths = regularizers.path_lengths(ws_grads)
         penalty, self.pl_mean = regularizers.pl_penalty(lengths, self.pl_mean, self.pl_decay)
         training_stats.report('Loss/pl_penalty', penalty)
         loss_Gpl = penalty * self.pl_weight
         training_stats.report('Loss/G/reg', loss_Gpl)
         # The zero term keeps every synthesis parameter in the graph (same gradient layout on all ranks).
-        (gen_img[:, 0, 0, 0] * 0 + loss_Gpl).mean().mul(gain).backward()
+        anchor = gen_img[:, 0, 0, 0] * 0
+        (loss_Gpl + anchor).mean().mul(gain).backward()
         return loss_Gpl.detach().mean()
 
     #------------------------------------------------------------------------

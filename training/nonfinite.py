@@ -20,14 +20,15 @@ class NonFiniteError(FloatingPointError):
     pass
 
 #----------------------------------------------------------------------------
-# True iff the loss and all existing gradients of `params` are finite (one device sync).
+# 1.0 when the loss or any existing gradient of `params` holds a NaN/Inf, else 0.0: a [1] float32
+# tensor on the device, computed without a host sync so that the ranks can reduce it first.
 
-def all_finite(loss: torch.Tensor | None, params: list) -> bool:
+def nonfinite_flag(loss: torch.Tensor | None, params: list, device) -> torch.Tensor:
     checks = [torch.isfinite(loss).all()] if loss is not None else []
     checks += [torch.isfinite(p.grad).all() for p in params if p.grad is not None]
     if not checks:
-        return True
-    return bool(torch.stack(checks).all().item())
+        return torch.zeros([1], device=device)
+    return torch.stack(checks).all().logical_not().to(torch.float32).reshape(1)
 
 #----------------------------------------------------------------------------
 # Counts skipped steps per phase; its state is plain data and goes into the training state.
@@ -42,7 +43,7 @@ class NonFiniteGuard:
 
     def check(self, phase: str, step: int, cur_nimg: int, loss: torch.Tensor | None, params: list, device) -> bool:
         """True when the step may be taken. Must be called by every rank (it is a collective)."""
-        bad = distributed.any_rank(not all_finite(loss, params), device)
+        bad = distributed.any_rank_flag(nonfinite_flag(loss, params, device))  # the phase's one host sync
         if not bad:
             return True
         self.counts[phase] = self.counts.get(phase, 0) + 1

@@ -34,7 +34,8 @@ class Phase:
 
 def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval, D_reg_interval) -> list:
     phases = []
-    for name, module, opt_kwargs, reg_interval in [('G', G, G_opt_kwargs, G_reg_interval), ('D', D, D_opt_kwargs, D_reg_interval)]:
+    nets = dict(G=(G, G_opt_kwargs, G_reg_interval), D=(D, D_opt_kwargs, D_reg_interval))
+    for name, (module, opt_kwargs, reg_interval) in nets.items():
         params = list(module.parameters()) + (augment.extra_parameters(name) if augment is not None else [])
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
         opt_kwargs.lr, opt_kwargs.betas = regularizers.lazy_reg_adjust(opt_kwargs.get('lr', 0.002), opt_kwargs.get('betas', (0, 0.99)), reg_interval)
@@ -51,12 +52,14 @@ def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_in
 
 def fetch_batch(data_iter, training_set, phases: list, batch_gpu: int, z_dim: int, device) -> tuple:
     real_img, real_c = next(data_iter)
-    real_img = (real_img.to(device).to(torch.float32) / 127.5 - 1).split(batch_gpu)
-    real_c = real_c.to(device).split(batch_gpu)
+    real_img = (real_img.to(device, non_blocking=True).to(torch.float32) / 127.5 - 1).split(batch_gpu)
+    real_c = real_c.to(device, non_blocking=True).split(batch_gpu)
     batch = sum(x.shape[0] for x in real_img)
     all_z = torch.randn([len(phases) * batch, z_dim], device=device).split(batch)
     labels = [training_set.get_label(np.random.randint(len(training_set))) for _ in range(len(phases) * batch)]
-    all_c = torch.from_numpy(np.stack(labels)).pin_memory().to(device) if device.type == 'cuda' else torch.from_numpy(np.stack(labels))
+    all_c = torch.from_numpy(np.stack(labels))
+    if device.type == 'cuda':
+        all_c = all_c.pin_memory().to(device, non_blocking=True)
     all_c = all_c.split(batch)
     gen = [(z.split(batch_gpu), c.split(batch_gpu)) for z, c in zip(all_z, all_c)]
     return real_img, real_c, gen

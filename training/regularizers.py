@@ -51,10 +51,10 @@ def pl_noise(img: torch.Tensor) -> torch.Tensor:
 # so that early in training G_ema follows G closely (beta = 0 on the very first step).
 
 def ema_beta(batch_size: int, ema_kimg: float, ema_rampup: float | None, cur_nimg: int) -> float:
-    ema_nimg = ema_kimg * 1000
+    half_life = ema_kimg * 1000 # in images
     if ema_rampup is not None:
-        ema_nimg = min(ema_nimg, cur_nimg * ema_rampup)
-    return 0.5 ** (batch_size / max(ema_nimg, 1e-8))
+        half_life = min(half_life, cur_nimg * ema_rampup)
+    return 0.5 ** (batch_size / max(half_life, 1e-8))
 
 #----------------------------------------------------------------------------
 # Lazy-regularization optimizer correction (StyleGAN2 Appendix C): a regularizer applied every

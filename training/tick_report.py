@@ -48,7 +48,7 @@ class TickReporter:
                 import torch.utils.tensorboard as tensorboard
                 self.tfevents = tensorboard.SummaryWriter(run_dir)
             except ImportError as err:
-                print('Skipping tfevents export:', err)
+                print(f'TensorBoard logging off ({err})')
 
     # Reports the tick's progress stats and returns upstream's status line plus our extras.
     def status(self, cur_tick, cur_nimg, tick_start_nimg, tick_start_time, tick_end_time, maintenance_time, aug_stats: dict) -> str:

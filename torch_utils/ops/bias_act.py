@@ -58,12 +58,11 @@ def _resolve(act, alpha, gain, clamp):
     if act not in activation_funcs:
         raise ValueError(f'bias_act: unknown act={act!r}; choose one of {sorted(activation_funcs)}')
     spec = activation_funcs[act]
-    alpha = float(alpha if alpha is not None else spec.def_alpha)
-    gain = float(gain if gain is not None else spec.def_gain)
-    clamp = float(clamp if clamp is not None else -1)
-    if clamp < 0 and clamp != -1:
+    if clamp is not None and clamp < 0:
         raise ValueError(f'bias_act: clamp={clamp} must be None or >= 0')
-    return spec, alpha, gain, clamp
+    # -1 stands for "no clamp" (the kernel's convention).
+    return (spec, float(spec.def_alpha if alpha is None else alpha), float(spec.def_gain if gain is None else gain),
+            -1.0 if clamp is None else float(clamp))
 
 #----------------------------------------------------------------------------
 

@@ -33,28 +33,24 @@ def no_weight_gradients(disable=True):
     Nests correctly and restores the previous value on exit.
     """
     global weight_gradients_disabled  # pylint: disable=global-statement
-    old = weight_gradients_disabled
-    if disable:
-        weight_gradients_disabled = True
+    outer = weight_gradients_disabled
+    weight_gradients_disabled = outer or bool(disable)
     try:
         yield
     finally:
-        weight_gradients_disabled = old
+        weight_gradients_disabled = outer
 
 #----------------------------------------------------------------------------
 
 def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):  # pylint: disable=redefined-builtin
     r"""Same as ``torch.nn.functional.conv2d``; differentiable to any order."""
-    return torch.nn.functional.conv2d(input=input, weight=weight, bias=bias, stride=stride,
-                                      padding=padding, dilation=dilation, groups=groups)
+    return torch.nn.functional.conv2d(input, weight, bias, stride, padding, dilation, groups)
 
 #----------------------------------------------------------------------------
 
 def conv_transpose2d(input, weight, bias=None, stride=1, padding=0, output_padding=0, groups=1,  # pylint: disable=redefined-builtin
                      dilation=1):
     r"""Same as ``torch.nn.functional.conv_transpose2d``; differentiable to any order."""
-    return torch.nn.functional.conv_transpose2d(input=input, weight=weight, bias=bias, stride=stride,
-                                                padding=padding, output_padding=output_padding,
-                                                groups=groups, dilation=dilation)
+    return torch.nn.functional.conv_transpose2d(input, weight, bias, stride, padding, output_padding, groups, dilation)
 
 #----------------------------------------------------------------------------

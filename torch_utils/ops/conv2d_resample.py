@@ -18,19 +18,18 @@ from .upfirdn2d import _get_filter_size, _parse_padding
 # Weight shape as Python ints: (out_channels, in_channels_per_group, kh, kw).
 
 def _get_weight_shape(w):
-    out_channels, in_channels_per_group, kh, kw = [int(sz) for sz in w.shape]
-    return out_channels, in_channels_per_group, kh, kw
+    return tuple(int(n) for n in w.shape)
 
 #----------------------------------------------------------------------------
 # Plain or transposed convolution. `flip_weight=True` correlates (torch's convention); False is a
 # true convolution, so the kernel is flipped first (a no-op for 1x1 kernels).
 
 def _conv2d_wrapper(x, w, stride=1, padding=0, groups=1, transpose=False, flip_weight=True):
-    _out_channels, _in_channels_per_group, kh, kw = _get_weight_shape(w)
-    if not flip_weight and (kw > 1 or kh > 1):
+    kh, kw = _get_weight_shape(w)[2:]
+    if not flip_weight and kh * kw > 1:
         w = w.flip([2, 3])
-    op = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
-    return op(x, w, stride=stride, padding=padding, groups=groups)
+    conv = conv2d_gradfix.conv_transpose2d if transpose else conv2d_gradfix.conv2d
+    return conv(x, w, stride=stride, padding=padding, groups=groups)
 
 #----------------------------------------------------------------------------
 # Padding after widening for the FIR filter, exactly as upsample2d/downsample2d widen it.
@@ -50,11 +49,11 @@ def _filter_padding(padding, filter_size, up, down):
 # conv_transpose2d wants [C_in, C_out // groups, kh, kw]; swap the channel axes within each group.
 
 def _transpose_weight(w, groups):
-    out_channels, in_channels_per_group, kh, kw = _get_weight_shape(w)
+    c_out, c_in_group, kh, kw = _get_weight_shape(w)
     if groups == 1:
         return w.transpose(0, 1)
-    w = w.reshape(groups, out_channels // groups, in_channels_per_group, kh, kw).transpose(1, 2)
-    return w.reshape(groups * in_channels_per_group, out_channels // groups, kh, kw)
+    w = w.reshape(groups, c_out // groups, c_in_group, kh, kw).transpose(1, 2)
+    return w.reshape(groups * c_in_group, c_out // groups, kh, kw)
 
 #----------------------------------------------------------------------------
 
@@ -96,11 +95,11 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
     # 1x1 kernel, downsampling only: decimate first so the conv runs on fewer pixels.
     if one_by_one and down > 1 and up == 1:
         x = upfirdn2d.upfirdn2d(x=x, down=down, padding=pad, **resample)
-        return _conv2d_wrapper(x=x, w=w, groups=groups, flip_weight=flip_weight)
+        return _conv2d_wrapper(x, w, groups=groups, flip_weight=flip_weight)
 
     # 1x1 kernel, upsampling only: conv first, on the smaller image.
     if one_by_one and up > 1 and down == 1:
-        x = _conv2d_wrapper(x=x, w=w, groups=groups, flip_weight=flip_weight)
+        x = _conv2d_wrapper(x, w, groups=groups, flip_weight=flip_weight)
         return upfirdn2d.upfirdn2d(x=x, up=up, padding=pad, gain=up ** 2, **resample)
 
     # Downsampling only: FIR with padding, then a strided conv does the decimation.
@@ -128,7 +127,7 @@ def conv2d_resample(x, w, f=None, up=1, down=1, padding=0, groups=1, flip_weight
 
     # General case (asymmetric or negative padding): explicit pad/crop, conv, then downsample.
     x = upfirdn2d.upfirdn2d(x=x, f=None, padding=pad, flip_filter=flip_filter)
-    x = _conv2d_wrapper(x=x, w=w, groups=groups, flip_weight=flip_weight)
+    x = _conv2d_wrapper(x, w, groups=groups, flip_weight=flip_weight)
     if down > 1:
         x = upfirdn2d.upfirdn2d(x=x, down=down, **resample)
     return x

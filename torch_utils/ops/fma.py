@@ -40,21 +40,17 @@ def _unbroadcast(x, shape):
 class _FusedMultiplyAdd(torch.autograd.Function):
     @staticmethod
     def forward(ctx, a, b, c):  # pylint: disable=arguments-differ
-        out = torch.addcmul(c, a, b)
         ctx.save_for_backward(a, b)
-        ctx.c_shape = c.shape
-        return out
+        ctx.c_shape = tuple(c.shape)
+        return torch.addcmul(c, a, b)
 
     @staticmethod
-    def backward(ctx, dout):  # pylint: disable=arguments-differ
+    def backward(ctx, grad):  # pylint: disable=arguments-differ
+        # d(a*b+c) = b da + a db + dc; each term is summed back to its input's shape.
         a, b = ctx.saved_tensors
-        da = db = dc = None
-        if ctx.needs_input_grad[0]:
-            da = _unbroadcast(dout * b, a.shape)
-        if ctx.needs_input_grad[1]:
-            db = _unbroadcast(dout * a, b.shape)
-        if ctx.needs_input_grad[2]:
-            dc = _unbroadcast(dout, ctx.c_shape)
-        return da, db, dc
+        want_a, want_b, want_c = ctx.needs_input_grad[:3]
+        return (_unbroadcast(grad * b, a.shape) if want_a else None,
+                _unbroadcast(grad * a, b.shape) if want_b else None,
+                _unbroadcast(grad, ctx.c_shape) if want_c else None)
 
 #----------------------------------------------------------------------------

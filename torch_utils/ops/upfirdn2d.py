@@ -76,25 +76,23 @@ def setup_filter(f, device=torch.device('cpu'), normalize=True, flip_filter=Fals
     Returns:
         float32 tensor of shape [fw] (separable) or [fh, fw].
     """
-    if f is None:
-        f = 1
-    f = torch.as_tensor(f, dtype=torch.float32)
+    f = torch.as_tensor(1 if f is None else f, dtype=torch.float32)
     if f.ndim not in (0, 1, 2) or f.numel() == 0:
         raise ValueError(f'setup_filter: f must be a scalar, 1-D or 2-D and non-empty, got shape {list(f.shape)}')
     if f.ndim == 0:
         f = f[np.newaxis]
-    if separable is None:
-        separable = (f.ndim == 1 and f.numel() >= 8)
-    if f.ndim == 1 and not separable:
+    if separable is None: # two 1-D passes pay off only for long filters
+        separable = f.ndim == 1 and f.numel() >= 8
+    if not separable and f.ndim == 1:
         f = torch.outer(f, f)
     if f.ndim != (1 if separable else 2):
         raise ValueError('setup_filter: a 2-D filter cannot be separable')
+    per_pass_gain = gain ** (f.ndim / 2) # the gain is shared between the ndim passes
     if normalize:
         f = f / f.sum()
     if flip_filter:
         f = f.flip(list(range(f.ndim)))
-    f = f * (gain ** (f.ndim / 2))
-    return f.to(device=device)
+    return (f * per_pass_gain).to(device=device)
 
 #----------------------------------------------------------------------------
 
@@ -147,33 +145,30 @@ def _upfirdn2d_ref(x, f, up=1, down=1, padding=0, flip_filter=False, gain=1):
     if not (isinstance(x, torch.Tensor) and x.ndim == 4):
         raise ValueError('upfirdn2d: x must be a 4-D tensor [N, C, H, W]')
     f = _check_filter(f, x)
-    batch_size, num_channels, in_height, in_width = x.shape
-    upx, upy = _parse_scaling(up)
-    downx, downy = _parse_scaling(down)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    n, c, h, w = x.shape
+    (upx, upy), (downx, downy) = _parse_scaling(up), _parse_scaling(down)
 
-    # Zero insertion: put each pixel at the top-left of an up x up cell.
-    x = x.reshape([batch_size, num_channels, in_height, 1, in_width, 1])
-    x = torch.nn.functional.pad(x, [0, upx - 1, 0, 0, 0, upy - 1])
-    x = x.reshape([batch_size, num_channels, in_height * upy, in_width * upx])
+    # Zero insertion: each input pixel lands on the top-left corner of an up x up cell.
+    if upx > 1 or upy > 1:
+        grid = x.new_zeros([n, c, h * upy, w * upx])
+        grid[:, :, ::upy, ::upx] = x
+        x = grid
 
-    # Pad the positive sides, crop the negative ones.
-    x = torch.nn.functional.pad(x, [max(padx0, 0), max(padx1, 0), max(pady0, 0), max(pady1, 0)])
-    x = x[:, :, max(-pady0, 0) : x.shape[2] - max(-pady1, 0), max(-padx0, 0) : x.shape[3] - max(-padx1, 0)]
+    # One constant pad; negative amounts crop.
+    x = torch.nn.functional.pad(x, list(_parse_padding(padding)))
 
-    # Depthwise FIR: conv2d correlates, so flip the taps for a true convolution.
-    f = f * (gain ** (f.ndim / 2))
-    f = f.to(x.dtype)
+    # Depthwise FIR as grouped conv2d. conv2d correlates, so a true convolution needs flipped taps.
+    taps = (f * (gain ** (f.ndim / 2))).to(x.dtype)
     if not flip_filter:
-        f = f.flip(list(range(f.ndim)))
-    f = f[np.newaxis, np.newaxis].repeat([num_channels, 1] + [1] * f.ndim)
-    if f.ndim == 4:
-        x = conv2d_gradfix.conv2d(input=x, weight=f, groups=num_channels)
-    else:
-        x = conv2d_gradfix.conv2d(input=x, weight=f.unsqueeze(2), groups=num_channels)
-        x = conv2d_gradfix.conv2d(input=x, weight=f.unsqueeze(3), groups=num_channels)
+        taps = taps.flip(list(range(taps.ndim)))
+    kernel = taps.expand(c, 1, *taps.shape).contiguous() # [C, 1, fh, fw] or [C, 1, fw]
+    if taps.ndim == 2:
+        x = conv2d_gradfix.conv2d(input=x, weight=kernel, groups=c)
+    else: # separable: horizontal pass, then vertical
+        x = conv2d_gradfix.conv2d(input=x, weight=kernel[:, :, None, :], groups=c)
+        x = conv2d_gradfix.conv2d(input=x, weight=kernel[:, :, :, None], groups=c)
 
-    # Keep every down-th pixel.
+    # Decimation: keep every down-th row and column.
     return x[:, :, ::downy, ::downx]
 
 #----------------------------------------------------------------------------
@@ -216,14 +211,14 @@ def _upfirdn2d_cuda(up, down, padding, flip_filter, gain):
             y = plugin.upfirdn2d(x, f2d.contiguous(), upx, upy, downx, downy, padx0, padx1, pady0, pady1,
                                  flip_filter, gain)
             ctx.save_for_backward(f)
-            ctx.x_shape = x.shape
+            ctx.in_hw = tuple(x.shape[2:])
             return y
 
         @staticmethod
         def backward(ctx, dy):  # pylint: disable=arguments-differ
-            f, = ctx.saved_tensors
-            _, _, ih, iw = ctx.x_shape
-            _, _, oh, ow = dy.shape
+            (f,) = ctx.saved_tensors
+            ih, iw = ctx.in_hw
+            oh, ow = dy.shape[2:]
             fw, fh = _get_filter_size(f)
             px0, px1 = _backward_padding(iw, ow, fw, upx, downx, padx0)
             py0, py1 = _backward_padding(ih, oh, fh, upy, downy, pady0)
@@ -244,10 +239,14 @@ def filter2d(x, f, padding=0, flip_filter=False, gain=1, impl='cuda'):
     Args: as in ``upfirdn2d``; ``padding`` is added to the filter's own centering padding.
     Returns: Tensor [N, C, H_out, W_out].
     """
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
     fw, fh = _get_filter_size(f)
-    p = [padx0 + fw // 2, padx1 + (fw - 1) // 2, pady0 + fh // 2, pady1 + (fh - 1) // 2]
-    return upfirdn2d(x, f, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+    centre = [fw // 2, (fw - 1) // 2, fh // 2, (fh - 1) // 2]
+    return upfirdn2d(x, f, padding=_plus(padding, centre), flip_filter=flip_filter, gain=gain, impl=impl)
+
+# User padding plus the padding that centres the filter, as [x0, x1, y0, y1].
+
+def _plus(padding, extra):
+    return [int(p) + e for p, e in zip(_parse_padding(padding), extra)]
 
 #----------------------------------------------------------------------------
 
@@ -257,12 +256,11 @@ def upsample2d(x, f, up=2, padding=0, flip_filter=False, gain=1, impl='cuda'):
     Args: as in ``upfirdn2d``.
     Returns: Tensor [N, C, H * upy, W * upx] for the default padding=0.
     """
-    upx, upy = _parse_scaling(up)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    sx, sy = _parse_scaling(up)
     fw, fh = _get_filter_size(f)
-    p = [padx0 + (fw + upx - 1) // 2, padx1 + (fw - upx) // 2,
-         pady0 + (fh + upy - 1) // 2, pady1 + (fh - upy) // 2]
-    return upfirdn2d(x, f, up=up, padding=p, flip_filter=flip_filter, gain=gain * upx * upy, impl=impl)
+    centre = [(fw + sx - 1) // 2, (fw - sx) // 2, (fh + sy - 1) // 2, (fh - sy) // 2]
+    return upfirdn2d(x, f, up=up, padding=_plus(padding, centre), flip_filter=flip_filter,
+                     gain=gain * sx * sy, impl=impl) # zero insertion dilutes the signal by sx * sy
 
 #----------------------------------------------------------------------------
 
@@ -272,11 +270,9 @@ def downsample2d(x, f, down=2, padding=0, flip_filter=False, gain=1, impl='cuda'
     Args: as in ``upfirdn2d``.
     Returns: Tensor [N, C, H // downy, W // downx] for the default padding=0.
     """
-    downx, downy = _parse_scaling(down)
-    padx0, padx1, pady0, pady1 = _parse_padding(padding)
+    sx, sy = _parse_scaling(down)
     fw, fh = _get_filter_size(f)
-    p = [padx0 + (fw - downx + 1) // 2, padx1 + (fw - downx) // 2,
-         pady0 + (fh - downy + 1) // 2, pady1 + (fh - downy) // 2]
-    return upfirdn2d(x, f, down=down, padding=p, flip_filter=flip_filter, gain=gain, impl=impl)
+    centre = [(fw - sx + 1) // 2, (fw - sx) // 2, (fh - sy + 1) // 2, (fh - sy) // 2]
+    return upfirdn2d(x, f, down=down, padding=_plus(padding, centre), flip_filter=flip_filter, gain=gain, impl=impl)
 
 #----------------------------------------------------------------------------
