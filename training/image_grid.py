@@ -33,12 +33,15 @@ def grid_indices(training_set, gw: int, gh: int, random_seed: int = 0) -> list:
     keys = sorted(groups)
     for key in keys:
         rnd.shuffle(groups[key])
+    # Row r shows label keys[r mod #labels]: the next gw members of that group (cycling if the group
+    # is small); the group is then rotated so a later row with the same label continues from there.
     indices = []
     for row in range(gh):
-        key = keys[row % len(keys)]
-        members = groups[key]
-        indices += [members[col % len(members)] for col in range(gw)]
-        groups[key] = members[gw % len(members):] + members[:gw % len(members)]  # Rotate for the next row with this label.
+        group = groups[keys[row % len(keys)]]
+        take = [group[i % len(group)] for i in range(gw)]
+        shift = gw % len(group)
+        group[:] = group[shift:] + group[:shift]
+        indices.extend(take)
     return indices
 
 
@@ -73,11 +76,16 @@ def save_image_grid(img, fname: str, drange, grid_size) -> None:
     checkpoint.atomic_save_image(fname, image)
 
 #----------------------------------------------------------------------------
-# G_ema on the fixed grid latents, batch_gpu at a time, noise_mode='const' as upstream.
+# G_ema on the fixed grid latents, noise_mode='const' as upstream. On CUDA, batch_gpu at a time.
+# On the CPU the per-sample grouped conv of the fused path is slow and small chunks waste time:
+# the unfused path in chunks of 128 draws a 32x32 grid of tiny images about 10x faster.
 
 @torch.no_grad()
 def generate_grid(G_ema, grid_z: torch.Tensor, grid_c: torch.Tensor, batch_gpu: int) -> np.ndarray:
-    images = [G_ema(z=z, c=c, noise_mode='const').cpu() for z, c in zip(grid_z.split(batch_gpu), grid_c.split(batch_gpu))]
+    on_cpu = grid_z.device.type == 'cpu'
+    chunk = max(batch_gpu, 128) if on_cpu else batch_gpu
+    kwargs = dict(noise_mode='const', fused_modconv=False) if on_cpu else dict(noise_mode='const')
+    images = [G_ema(z=z, c=c, **kwargs).cpu() for z, c in zip(grid_z.split(chunk), grid_c.split(chunk))]
     return torch.cat(images).float().numpy()
 
 #----------------------------------------------------------------------------
