@@ -106,7 +106,8 @@ def prepare_metric_detectors(metrics: list, verbose: bool) -> None:
         metric_main.prepare_detectors(metrics, verbose=verbose)
     except (detectors.DetectorError, ImportError) as err:
         reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise click.ClickException(f'--metrics={",".join(metrics)}: {reason}; or train with --metrics=none') from None
+        raise click.ClickException(f'--metrics={",".join(metrics)}: {reason} (train.py reads local detectors from '
+                                   f'${detectors.ENV_DIR}); or train with --metrics=none') from None
 
 #----------------------------------------------------------------------------
 # Fail before anything is created when the output folder cannot be written.
