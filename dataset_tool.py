@@ -14,6 +14,7 @@ import gzip
 import io
 import json
 import os
+import sys
 import zipfile
 
 import click
@@ -204,7 +205,7 @@ def check_first_image(img: PIL.Image.Image, name: str) -> None:
 def convert_dataset(source, writer, transform, max_images=None, png_compression=0) -> dict:
     mode, size, written, labels, skipped, dropped = None, None, 0, [], [], 0
     total = len(source) if max_images is None else min(len(source), max_images)
-    with click.progressbar(length=total, label='Converting', file=click.get_text_stream('stderr')) as bar:
+    with click.progressbar(length=total, label='Converting', file=sys.stderr) as bar:
         for idx, (name, load) in enumerate(source):
             if max_images is not None and written >= max_images:
                 break
