@@ -19,7 +19,7 @@ Call order inside one training iteration (see ``training/loss.py``):
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 

@@ -12,7 +12,6 @@ import errno
 import glob
 import hashlib
 import io
-import json
 import os
 import pickle
 import re
@@ -202,12 +201,5 @@ def check_snapshot(path: str) -> None:
     if os.path.isfile(path) and not verify(path, required=False):
         raise CheckpointNotFoundError(f'--resume: {path} does not match its .sha256 file (truncated or corrupt); '
                                       f'use an earlier snapshot or --resume=latest.')
-
-#----------------------------------------------------------------------------
-# Small JSON helper used for manifests and tests.
-
-def read_jsonl(path: str) -> list:
-    with open(path, 'r', encoding='utf-8') as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 #----------------------------------------------------------------------------

@@ -183,7 +183,7 @@ def _check_spec(spec: str, translated: bool = False) -> str:
     try:
         import asa_plugin # pylint: disable=unused-import  (importing registers the methods)
         from asa_plugin.registry import is_augment, list_augments
-        from asa_plugin.spec import SpecError, canonical_spec, parse_spec
+        from asa_plugin.spec import SpecError
     except ImportError:
         return spec
     if not list_augments() or (translated and not is_augment(spec.split(':')[0])):
@@ -200,7 +200,7 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
     if aug is not None and aug not in UPSTREAM_AUGS:
         for flag, value in (('--p', p), ('--target', target), ('--augpipe', augpipe)):
             if value is not None:
-                raise _bad(flag, f'only works with --aug=noaug|ada|fixed; with a spec write it as a method option, e.g. --aug=ada:bgc,target=0.6 or fixed:bgc,p=0.2')
+                raise _bad(flag, 'only works with --aug=noaug|ada|fixed; with a spec write it as a method option, e.g. --aug=ada:bgc,target=0.6 or fixed:bgc,p=0.2')
         return '-' + re.sub(r'[^A-Za-z0-9.+_-]', '-', aug.replace('=', '')), _check_spec(aug)
     if aug is None:
         aug = 'ada'
@@ -209,7 +209,7 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
     if aug == 'ada':
         args['ada_target'] = 0.6
     elif aug == 'fixed' and p is None:
-        raise _bad('--p', f'--aug=fixed requires specifying --p (augmentation probability 0..1)')
+        raise _bad('--p', '--aug=fixed requires specifying --p (augmentation probability 0..1)')
     if p is not None:
         if aug != 'fixed':
             raise _bad('--p', 'can only be specified with --aug=fixed')
