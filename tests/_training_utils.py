@@ -96,13 +96,28 @@ def _child(cfg):
                     time.sleep(600)
             return original(path, data)
         checkpoint.atomic_write_bytes = stalling_write
-    options = dict(cfg['options'])
-    if fault == 'die_rank1' and rank == 1:
-        options['progress_fn'] = lambda cur_kimg, total_kimg: os.kill(os.getpid(), 9)
+    from training import run_state
     from training.training_loop import training_loop
-    training_loop(rank=rank, **options)
-    G, D, G_ema = captured['nets']
-    torch.save({'G': G.state_dict(), 'D': D.state_dict(), 'G_ema': G_ema.state_dict()}, os.path.join(cfg['out_dir'], f'rank{rank}.pt'))
+    build_aug = loop_setup.build_augment
+    def build_aug_and_capture(*args, **kwargs):
+        captured['augment'] = build_aug(*args, **kwargs)
+        return captured['augment']
+    loop_setup.build_augment = build_aug_and_capture
+    # cfg['runs'] (optional): several runs in turn in this process group, e.g. for an exact-resume
+    # check; each is {'name', 'options', 'abort_at_tick'} and saves {name}_rank{r}.pt.
+    runs = cfg.get('runs') or [dict(name='', options=cfg['options'])]
+    for run in runs:
+        options = dict(run['options'])
+        if fault == 'die_rank1' and rank == 1:
+            options['progress_fn'] = lambda cur_kimg, total_kimg: os.kill(os.getpid(), 9)
+        if run.get('abort_at_tick') is not None:
+            options['abort_fn'] = lambda ticks=[], last=run['abort_at_tick']: ticks.append(0) or len(ticks) > last
+        training_loop(rank=rank, **options)
+        G, D, G_ema = captured['nets']
+        augment = captured['augment']
+        prefix = f'{run["name"]}_' if run['name'] else ''
+        torch.save({'G': G.state_dict(), 'D': D.state_dict(), 'G_ema': G_ema.state_dict(), 'augment_modules': augment.state_dict(),
+                    'plugin_state': run_state.to_weights_only(augment.plugin_state())}, os.path.join(cfg['out_dir'], f'{prefix}rank{rank}.pt'))
 
 
 if __name__ == '__main__':

@@ -167,3 +167,67 @@ def test_two_process_gloo_ranks_identical(tmp_path):
     assert lines[0]['Loss/G/loss']['num'] == 8  # Statistics combine both ranks (4 + 4 samples).
 
 #----------------------------------------------------------------------------
+# Exact resume with 2 gloo processes and ADA + DAG + ASA: interrupted after 2 iterations and resumed
+# == uninterrupted, on both ranks, bit for bit (G, D, G_ema, ADA p, DAG heads and their random
+# views, ASA's covariance trackers). Both ranks' plugin state and RNG must come back, not rank 0's.
+# One process pair runs all three in turn (part, full, resumed) to pay the startup only once.
+
+AUG_DIST = 'ada:bgc,interval=1,kimg=0.1+dag:translation+asa'
+
+
+def _nested_diff(a, b, path=''):
+    if isinstance(a, dict) and isinstance(b, dict):
+        if set(a) != set(b):
+            return [f'{path}: keys {sorted(a)} vs {sorted(b)}']
+        return [d for key in a for d in _nested_diff(a[key], b[key], f'{path}.{key}')]
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        if len(a) != len(b):
+            return [f'{path}: length {len(a)} vs {len(b)}']
+        return [d for i, (x, y) in enumerate(zip(a, b)) for d in _nested_diff(x, y, f'{path}[{i}]')]
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return [] if a.dtype == b.dtype and a.shape == b.shape and torch.equal(a, b) else [path]
+    return [] if type(a) is type(b) and a == b else [f'{path}: {a!r} vs {b!r}']
+
+
+def test_two_process_gloo_exact_resume_with_plugin_state(tmp_path):
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    common = dict(kimg=0.024, tick=0.008, aug=AUG_DIST, num_gpus=2, batch_size=8, batch_gpu=4, image_snapshot_ticks=0)
+    runs = []
+    for name in ['part', 'full', 'resumed']:
+        os.makedirs(tmp_path / name)
+        extra = {}
+        if name == 'resumed':
+            extra = dict(resume_pkl=str(tmp_path / 'part' / 'network-snapshot-000000.pkl'),
+                         resume_state=str(tmp_path / 'part' / 'training-state-000000.pt'))
+        runs.append(dict(name=name, options=tiny_options(str(tmp_path / name), data, **common, **extra),
+                         abort_at_tick=1 if name == 'part' else None))
+    init = f'file://{tmp_path}/init'
+    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', '_training_utils.py'), json.dumps(dict(
+                 rank=rank, world=2, init_method=init, runs=runs, out_dir=str(tmp_path)))],
+                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
+    try:
+        outputs = [p.communicate(timeout=240)[0] for p in procs]
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    assert 'Exact resume from' in outputs[0] and 'not bit-exact' not in outputs[0]
+    got = {(name, r): torch.load(tmp_path / f'{name}_rank{r}.pt', weights_only=True) for name in ['part', 'full', 'resumed'] for r in range(2)}
+    for r in range(2):
+        full, resumed, part = got['full', r], got['resumed', r], got['part', r]
+        for key in ['G', 'D', 'G_ema', 'augment_modules']:
+            assert _state_dicts_equal(full[key], resumed[key]) == [], (r, key)
+        for key in ['G', 'D', 'G_ema']:
+            assert _state_dicts_equal(full[key], part[key]) != [], f'rank {r} {key}: the 3rd step changed nothing'
+        assert full['plugin_state']['ada']['controller']['p'] != part['plugin_state']['ada']['controller']['p']  # ADA's p moved
+        assert _nested_diff(full['plugin_state'], resumed['plugin_state']) == [], r
+        assert set(full['plugin_state']) == {'ada', 'dag', 'asa'}
+        assert not torch.equal(full['plugin_state']['dag']['head_weight'], part['plugin_state']['dag']['head_weight'])
+        trackers = {k: v for k, v in full['plugin_state']['asa']['trackers'].items() if v is not None}
+        assert trackers and _nested_diff(full['plugin_state']['asa'], part['plugin_state']['asa']) != []
+    # The ranks keep their own augmentation streams (DAG's random views), restored per rank.
+    assert _nested_diff(got['full', 0]['plugin_state']['dag']['rng'], got['full', 1]['plugin_state']['dag']['rng']) != []
+    assert _state_dicts_equal(got['full', 0]['G'], got['full', 1]['G']) == []
+
+#----------------------------------------------------------------------------

@@ -68,7 +68,8 @@ def training_state(progress: dict, phases: list, loss, augment, guard, rng: dict
         'format': 1,
         'progress': dict(progress),   # cur_nimg, cur_tick, batch_idx, tick_start_nimg, ema_rampup
         'optimizers': {phase.opt_name: phase.opt.state_dict() for phase in phases if phase.owns_opt},
-        'loss': loss.state_dict(),
+        'loss': loss.state_dict(),   # rank 0's (upstream-style readers); per-rank copies below
+        'loss_per_rank': _gather_objects(loss.state_dict()),  # pl_mean follows each rank's own batches
         'augment_modules': augment.state_dict() if augment is not None else {},
         'nonfinite': guard.state_dict(),
         'rng': rng_all,               # one entry per rank
@@ -84,7 +85,8 @@ def restore_training_state(state: dict, phases: list, loss, augment, guard, devi
             phase.opt.load_state_dict(state['optimizers'][phase.opt_name])
             for group, saved in zip(phase.opt.param_groups, hyper):
                 group.update(saved)
-    loss.load_state_dict(state['loss'])
+    loss_per_rank = state.get('loss_per_rank', [])
+    loss.load_state_dict(loss_per_rank[rank] if len(loss_per_rank) == distributed.get_world_size() else state['loss'])
     if augment is not None and state.get('augment_modules'):
         augment.load_state_dict(state['augment_modules'])
     guard.load_state_dict(state['nonfinite'])
