@@ -141,16 +141,12 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, mon
     assert log[0]['Progress/tick']['mean'] == 2  # Ticks and kimg continue instead of restarting at 0.
 
 #----------------------------------------------------------------------------
-# Two gloo processes: rank 0's state is broadcast, gradients averaged; both end identical.
+# Runs tests/_training_utils.py as two gloo ranks with a file-store rendezvous; returns their output.
 
-def test_two_process_gloo_ranks_identical(tmp_path):
-    data = make_zip(str(tmp_path / 'tiny.zip'))
-    run_dir = str(tmp_path / 'run')
-    os.makedirs(run_dir)
-    options = tiny_options(run_dir, data, kimg=0.016, tick=0.008, aug=AUG, num_gpus=2, batch_size=8, batch_gpu=4)
+def _run_two_ranks(tmp_path, **job) -> list:
     init = f'file://{tmp_path}/init'
     procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', '_training_utils.py'), json.dumps(dict(
-                 rank=rank, world=2, init_method=init, options=options, out_dir=str(tmp_path)))],
+                 rank=rank, world=2, init_method=init, out_dir=str(tmp_path), **job))],
                  cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
     try:
         outputs = [p.communicate(timeout=240)[0] for p in procs]
@@ -159,6 +155,17 @@ def test_two_process_gloo_ranks_identical(tmp_path):
             if proc.poll() is None:
                 proc.kill()
     assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    return outputs
+
+#----------------------------------------------------------------------------
+# Two gloo processes: rank 0's state is broadcast, gradients averaged; both end identical.
+
+def test_two_process_gloo_ranks_identical(tmp_path):
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    run_dir = str(tmp_path / 'run')
+    os.makedirs(run_dir)
+    options = tiny_options(run_dir, data, kimg=0.016, tick=0.008, aug=AUG, num_gpus=2, batch_size=8, batch_gpu=4)
+    _run_two_ranks(tmp_path, options=options)
     ranks = [torch.load(tmp_path / f'rank{r}.pt', weights_only=True) for r in range(2)]
     for key in ['G', 'D', 'G_ema']:
         assert _state_dicts_equal(ranks[0][key], ranks[1][key]) == [], key
@@ -201,17 +208,7 @@ def test_two_process_gloo_exact_resume_with_plugin_state(tmp_path):
                          resume_state=str(tmp_path / 'part' / 'training-state-000000.pt'))
         runs.append(dict(name=name, options=tiny_options(str(tmp_path / name), data, **common, **extra),
                          abort_at_tick=1 if name == 'part' else None))
-    init = f'file://{tmp_path}/init'
-    procs = [subprocess.Popen([sys.executable, os.path.join(ROOT, 'tests', '_training_utils.py'), json.dumps(dict(
-                 rank=rank, world=2, init_method=init, runs=runs, out_dir=str(tmp_path)))],
-                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for rank in range(2)]
-    try:
-        outputs = [p.communicate(timeout=240)[0] for p in procs]
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-    assert [p.returncode for p in procs] == [0, 0], outputs[0][-3000:] + outputs[1][-3000:]
+    outputs = _run_two_ranks(tmp_path, runs=runs)
     assert 'Exact resume from' in outputs[0] and 'not bit-exact' not in outputs[0]
     got = {(name, r): torch.load(tmp_path / f'{name}_rank{r}.pt', weights_only=True) for name in ['part', 'full', 'resumed'] for r in range(2)}
     for r in range(2):
