@@ -210,20 +210,15 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
         args['ada_target'] = 0.6
     elif aug == 'fixed' and p is None:
         raise _bad('--p', '--aug=fixed requires specifying --p (augmentation probability 0..1)')
-    if p is not None:
-        if aug != 'fixed':
-            raise _bad('--p', 'can only be specified with --aug=fixed')
-        if not 0 <= p <= 1:
-            raise _bad('--p', 'must be between 0 and 1')
-        desc += f'-p{p:g}'
-        args['augment_p'] = p
-    if target is not None:
-        if aug != 'ada':
-            raise _bad('--target', 'can only be specified with --aug=ada')
-        if not 0 <= target <= 1:
-            raise _bad('--target', 'must be between 0 and 1')
-        desc += f'-target{target:g}'
-        args['ada_target'] = target
+    for flag, value, owner, key in [('--p', p, 'fixed', 'augment_p'), ('--target', target, 'ada', 'ada_target')]:
+        if value is None:
+            continue
+        if aug != owner:
+            raise _bad(flag, f'can only be specified with --aug={owner}')
+        if not 0 <= value <= 1:
+            raise _bad(flag, 'must be between 0 and 1')
+        desc += f'-{flag[2:]}{value:g}'
+        args[key] = value
     if augpipe is not None:
         if aug == 'noaug':
             raise _bad('--augpipe', 'cannot be specified with --aug=noaug')
