@@ -303,13 +303,20 @@ DRIVER = textwrap.dedent('''
 ''')
 
 
-def test_patched_sg2_skeleton_routes_and_trains(tmp_path):
-    root = make_checkout(tmp_path / 'up', SG2_TRAIN)
+#----------------------------------------------------------------------------
+# Patches a synthetic checkout, runs a driver in it (without our repo on PYTHONPATH), returns its JSON.
+
+def _run_patched(tmp_path, train_src: str, driver: str) -> dict:
+    root = make_checkout(tmp_path / 'up', train_src)
     assert patch_apply.main(['--upstream', str(root)]) == 0
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    proc = subprocess.run([sys.executable, '-c', DRIVER, MODELS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, '-c', driver, MODELS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    r = json.loads(proc.stdout.strip().splitlines()[-1])
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def test_patched_sg2_skeleton_routes_and_trains(tmp_path):
+    r = _run_patched(tmp_path, SG2_TRAIN, DRIVER)
 
     assert r['widened'] == 'text'
     assert r['ada']['loss_kwargs']['class_name'] == 'training.loss.StyleGAN2Loss' and r['ada']['ada_target'] == 0.6
@@ -372,12 +379,7 @@ SG3_DRIVER = textwrap.dedent('''
 
 
 def test_patched_sg3_skeleton_routes(tmp_path):
-    root = make_checkout(tmp_path / 'up', SG3_TRAIN)
-    assert patch_apply.main(['--upstream', str(root)]) == 0
-    env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    proc = subprocess.run([sys.executable, '-c', SG3_DRIVER, MODELS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    runs = json.loads(proc.stdout.strip().splitlines()[-1])
+    runs = _run_patched(tmp_path, SG3_TRAIN, SG3_DRIVER)
     c = runs['ada:target=0.7+apa']
     assert c['ada_target'] == 0.7 and c['loss_kwargs']['aug_spec'] == 'apa+ada:target=0.7'
     c = runs['diffaug']
