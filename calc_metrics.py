@@ -47,15 +47,46 @@ def metric_names(metrics: list, detector: str) -> list:
     return [m if m.endswith(metric_main.EFFNET_SUFFIX) else m + metric_main.EFFNET_SUFFIX for m in metrics]
 
 
+DATASET_CLASS = 'training.dataset.ImageFolderDataset'
+
+# The only values taken from a pickle's training_set_kwargs, with the types they must have. The
+# pickle is untrusted: its class_name (any dotted name would be imported and called) is never used,
+# the dataset is always this project's own class (docs/crash-safety.md, "Pickle safety").
+# Exact types: no subclasses, and no bool where an int is meant.
+_STORED_DATASET_TYPES = dict(path=(str,), max_size=(int, type(None)), xflip=(bool,), random_seed=(int,))
+
+
+def stored_dataset_kwargs(stored: dict) -> dnnlib.EasyDict:
+    """Plain, type-checked copy of the dataset kwargs recorded in a pickle; refuses anything else."""
+    fix = 'pass --data=PATH'
+    class_name = stored.get('class_name', DATASET_CLASS)
+    if class_name != DATASET_CLASS:
+        raise click.ClickException(f'--data: the pickle names its training set with class {str(class_name)[:80]!r}, '
+                                   f'which is never loaded from a pickle; {fix}')
+    kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS)
+    for key, types in _STORED_DATASET_TYPES.items():
+        if key not in stored:
+            continue
+        value = stored[key]
+        if type(value) not in types:
+            raise click.ClickException(f'--data: the pickle\'s training set {key} is a {type(value).__name__}, not valid; {fix}')
+        kwargs[key] = value
+    if not kwargs.get('path'):
+        raise click.ClickException(f'--data: the pickle does not name its training set; {fix}')
+    if kwargs.get('max_size') is not None and kwargs.max_size < 1:
+        raise click.ClickException(f'--data: the pickle\'s training set max_size is {kwargs.max_size}; {fix}')
+    return kwargs
+
+
 def dataset_kwargs_for(G, data, mirror, training_set_kwargs) -> dict:
     """Upstream's rule: --data, else the pickle's training set; resolution and labels from G."""
     if data is not None:
-        kwargs = dnnlib.EasyDict(class_name='training.dataset.ImageFolderDataset', path=data)
-    elif training_set_kwargs is not None:
-        kwargs = dnnlib.EasyDict(copy.deepcopy(training_set_kwargs))
+        kwargs = dnnlib.EasyDict(class_name=DATASET_CLASS, path=data)
+    elif isinstance(training_set_kwargs, dict):
+        kwargs = stored_dataset_kwargs(training_set_kwargs)
     else:
         raise click.ClickException('--data: the pickle does not name its training set; pass --data=PATH')
-    kwargs.resolution = G.img_resolution
+    kwargs.resolution = int(G.img_resolution)
     kwargs.use_labels = (G.c_dim != 0)
     if mirror is not None:
         kwargs.xflip = mirror

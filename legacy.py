@@ -187,15 +187,29 @@ class _TFKwargs:
         if unknown:
             raise ValueError(f'TensorFlow {self.what} has unsupported setting "{unknown[0]}"')
 
+_TF_MAX_DEPTH = 8 # Real TF networks nest components two levels deep; a pickle may build a cycle.
+
 def _tf_variables(tf_net: TFNetworkStub) -> dict:
-    # "component/subcomponent/layer/var" -> ndarray, walking the component tree.
+    # "component/subcomponent/layer/var" -> ndarray, walking the component tree. Only genuine numeric
+    # ndarrays are taken: np.asarray on any other object would honour its __array_interface__ (a raw
+    # memory address from the file).
     out = {}
-    def walk(prefix, net):
-        for name, value in net.get('variables', []):
-            out[prefix + name] = np.asarray(value)
-        for name, comp in (net.get('components') or {}).items():
-            walk(prefix + name + '/', comp)
-    walk('', tf_net)
+    def walk(prefix, net, depth):
+        if not isinstance(net, dict) or depth > _TF_MAX_DEPTH:
+            raise ValueError(f'component "{prefix or "/"}" is not a network or is nested too deeply')
+        for item in net.get('variables') or []:
+            if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str)):
+                raise ValueError(f'a variable of "{prefix or "/"}" is not a (name, array) pair')
+            name, value = item
+            if type(value) is not np.ndarray or value.dtype.kind not in 'fiub':
+                raise ValueError(f'variable "{prefix + name}" is a {type(value).__name__}, not a numeric numpy array')
+            out[prefix + name] = value
+        components = net.get('components') or {}
+        if not isinstance(components, dict):
+            raise ValueError(f'components of "{prefix or "/"}" are not a dict')
+        for name, comp in components.items():
+            walk(prefix + str(name) + '/', comp, depth + 1)
+    walk('', tf_net, 0)
     return out
 
 def _tf_lod_layers(tf_vars: dict, kind: str, img_resolution: int) -> bool:
@@ -404,7 +418,12 @@ class _UnsafeUnpickler(pickle.Unpickler):
         return super().find_class(module, name)
 
 def unsafe_allowed(allow_unsafe: bool = False) -> bool:
-    return bool(allow_unsafe) or persistence.unsafe_exec_allowed()
+    if allow_unsafe:
+        return True
+    try:
+        return persistence.unsafe_exec_allowed()
+    except persistence.UnsafeOptInError as err:
+        raise NetworkPickleError(str(err)) from None
 
 #----------------------------------------------------------------------------
 

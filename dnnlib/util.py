@@ -21,7 +21,9 @@ import numpy as np
 
 class EasyDict(dict):
     def __getattr__(self, name: str) -> Any:
-        if name in self:
+        # Dunder names are never keys: numpy, copy and pickle probe objects for __array_interface__,
+        # __deepcopy__ and friends, and a key from a hostile pickle must not answer them.
+        if name in self and not (name.startswith('__') and name.endswith('__')):
             return self[name]
         raise AttributeError(f'{type(self).__name__} has no key {name!r}')
 

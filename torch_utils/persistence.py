@@ -41,8 +41,25 @@ def allow_unsafe_exec(enable: bool = True) -> None:
     global _allow_unsafe_exec
     _allow_unsafe_exec = bool(enable)
 
+_TRUE_WORDS = ('1', 'true', 'yes', 'on')
+_FALSE_WORDS = ('', '0', 'false', 'no', 'off')
+
+class UnsafeOptInError(pickle.UnpicklingError):
+    """The opt-in variable holds something that is neither an explicit yes nor an explicit no."""
+
+def env_opt_in() -> bool:
+    # Only an explicit true value opts in; anything unrecognised is refused rather than guessed,
+    # so that e.g. =false or a typo can never switch code execution on.
+    value = os.environ.get(UNSAFE_ENV_VAR, '').strip().lower()
+    if value in _TRUE_WORDS:
+        return True
+    if value in _FALSE_WORDS:
+        return False
+    raise UnsafeOptInError(f'{UNSAFE_ENV_VAR}={os.environ[UNSAFE_ENV_VAR]!r} is not understood; '
+                           f'set it to 1 (run code embedded in trusted pickles) or 0 / unset it')
+
 def unsafe_exec_allowed() -> bool:
-    return _allow_unsafe_exec or os.environ.get(UNSAFE_ENV_VAR, '') not in ('', '0')
+    return _allow_unsafe_exec or env_opt_in()
 
 #----------------------------------------------------------------------------
 # Class decorator: instances remember their constructor arguments and pickle with their module's source.
