@@ -14,8 +14,7 @@ from typing import Optional
 
 import torch
 
-from training.augment import AugmentPipe
-
+from .augment_pipe import AugmentPipe
 from .base import AugmentMethod, PluginContext
 from .controller import AdaptiveP
 from .registry import register_augment

@@ -1,5 +1,5 @@
-"""training.augment.AugmentPipe: upstream-compatible surface, filters, each op in isolation,
-per-sample decision rates, gradients (first and second order, the R1 path) and 1-channel images."""
+"""asa_plugin.augment_pipe.AugmentPipe (upstream's training.augment.AugmentPipe): upstream-compatible surface,
+filters, each op in isolation, per-sample decision rates, gradients (first and second order, the R1 path) and 1-channel images."""
 
 import ast
 import inspect
@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from training import augment
-from training.augment import AugmentPipe
+from asa_plugin import augment_pipe as augment
+from asa_plugin.augment_pipe import AugmentPipe
 
 OPS = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac',
        'brightness', 'contrast', 'lumaflip', 'hue', 'saturation', 'imgfilter', 'noise', 'cutout']
@@ -265,7 +265,7 @@ def test_imgfilter_on_images_smaller_than_the_filter():
 # Embeddable in snapshots that upstream exec's: only allowed imports, pickles, keeps p.
 
 def test_imports_are_upstream_safe():
-    path = os.path.join(os.path.dirname(__file__), '..', 'training', 'augment.py')
+    path = os.path.join(os.path.dirname(__file__), '..', 'asa_plugin', 'augment_pipe.py')
     tree = ast.parse(open(path, encoding='utf-8').read())
     allowed = {'numpy', 'scipy.signal', 'torch', 'torch_utils.misc', 'torch_utils.persistence',
                'torch_utils.ops.upfirdn2d', 'torch_utils.ops.grid_sample_gradfix', 'torch_utils.ops.conv2d_gradfix'}

@@ -171,7 +171,7 @@ def test_our_pickle_in_upstream(cfg_name, tmp_path):
     pkl_path, npz_path = str(tmp_path / 'ours.pkl'), str(tmp_path / 'ours.npz')
     augment_pipe = None
     try: # Our AugmentPipe too, when that module exists: upstream must be able to exec it as well.
-        from training.augment import AugmentPipe
+        from asa_plugin.augment_pipe import AugmentPipe
         augment_pipe = AugmentPipe(xflip=1, rotate90=1, xint=1, scale=1, rotate=1, aniso=1, xfrac=1, brightness=1, contrast=1)
         augment_pipe.p.fill_(0.25)
     except ImportError:

@@ -189,7 +189,7 @@ def find_persistent_class(class_name: str) -> type:
 def _import_known_modules() -> None:
     # Persistent classes register themselves when their module is imported.
     import importlib
-    for name in ('training.networks', 'training.augment'):
+    for name in ('training.networks', 'asa_plugin.augment_pipe'):
         try:
             importlib.import_module(name)
         except ImportError:
