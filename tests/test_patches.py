@@ -153,6 +153,10 @@ SUPPORT = {
     'training/augment.py': ('import torch\nclass AugmentPipe(torch.nn.Module):\n    def __init__(self, **kwargs):\n'
                             '        super().__init__()\n        self.register_buffer("p", torch.ones([]))\n'),
     'torch_utils/ops/conv2d_gradfix.py': 'import contextlib\n@contextlib.contextmanager\ndef no_weight_gradients(disable=False):\n    yield\n',
+    # Upstream modules that asa_plugin/augment_pipe.py imports (enough to import and build it).
+    'torch_utils/persistence.py': 'def persistent_class(cls):\n    return cls\n',
+    'torch_utils/ops/upfirdn2d.py': 'import torch\ndef setup_filter(f, **kwargs):\n    return torch.as_tensor(f, dtype=torch.float32)\n',
+    'torch_utils/ops/grid_sample_gradfix.py': '',
 }
 
 
