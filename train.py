@@ -130,7 +130,7 @@ def write_options(run_dir: str, options: dict) -> None:
 # Run, logging and hardware.
 @click.option('--outdir', help='Parent folder of the run folders', required=True, metavar='DIR')
 @click.option('--gpus', help='Processes to start, one per GPU [default: 1]', type=click.IntRange(min=1), metavar='INT')
-@click.option('--snap', help='Write images and a network pickle every N ticks [default: 50]', type=int, metavar='INT')
+@click.option('--snap', help='Write images and a network pickle every N ticks [default: 50; 10 for --cfg=lowshot]', type=int, metavar='INT')
 @click.option('--metrics', help='Metrics to evaluate at each snapshot, comma-separated, or "none" [default: fid50k_full; none for --cfg=tiny]', type=CommaSeparatedList())
 @click.option('--seed', help='Seed for every random generator [default: 0]', type=int, metavar='INT')
 @click.option('-n', '--dry-run', help='Show the options and the run folder, create nothing', is_flag=True)

@@ -167,6 +167,7 @@ def test_auto_table(gpus, res, mb, batch_gpu, mbstd, cbase, lr, gamma, ema):
     ('paper512', 25000, 64, 8, 8, 32768, 0.0025, 0.5, 20, None, 8),
     ('paper1024', 25000, 32, 4, 4, 32768, 0.002, 2, 10, None, 8),
     ('cifar', 100000, 64, 32, 32, 32768, 0.0025, 0.01, 500, 0.05, 2),
+    ('lowshot', 300, 8, 8, 4, 32768, 0.002, 10, 10, None, 2),   # DiffAugment's low_shot: fmaps 1, map 2
 ])
 def test_fixed_presets(data, cfg, kimg, mb, batch_gpu, mbstd, cbase, lr, gamma, ema, ramp, maps):
     _desc, o = setup(data, cfg=cfg)
@@ -186,6 +187,15 @@ def test_tiny_preset(data):
                                  synthesis_kwargs=dict(channel_base=1024, channel_max=64, num_fp16_res=0, conv_clamp=None))
     assert o['D_kwargs']['epilogue_kwargs'] == dict(mbstd_group_size=4) and o['D_kwargs']['channel_max'] == 64
     assert o['G_opt_kwargs']['lr'] == 0.0025 and o['loss_kwargs']['r1_gamma'] == 0.05
+
+
+def test_lowshot_preset_snapshots_and_gpus(data):
+    desc, o = setup(data, cfg='lowshot')
+    assert desc == 'tiny-lowshot' and o['image_snapshot_ticks'] == o['network_snapshot_ticks'] == 10
+    assert setup(data, cfg='lowshot', snap=3)[1]['network_snapshot_ticks'] == 3    # an explicit --snap wins
+    assert setup(data, cfg='tiny')[1]['network_snapshot_ticks'] == 50
+    _desc, o = setup(data, cfg='lowshot', gpus=2)   # batch 8 whatever the GPU count: 4 per GPU on 2
+    assert (o['batch_size'], o['batch_gpu']) == (8, 4)
 
 
 def test_auto_end_to_end_and_batch_gpu(data):

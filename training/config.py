@@ -27,6 +27,9 @@ PRESETS = {
     'paper1024': dict(ref_gpus=8,  kimg=25000,  mb=32, mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=2,    ema=10,  ramp=None, map=8, zdim=512, fp16=4, clamp=256),
     'cifar':     dict(ref_gpus=2,  kimg=100000, mb=64, mbstd=32, cbase=32768, cmax=512, lrate=0.0025, gamma=0.01, ema=500, ramp=0.05, map=2, zdim=512, fp16=4, clamp=256),
     'tiny':      dict(ref_gpus=1,  kimg=200,    mb=16, mbstd=4,  cbase=1024,  cmax=64,  lrate=0.0025, gamma=0.05, ema=2.5, ramp=0.05, map=2, zdim=64,  fp16=0, clamp=None),
+    # DiffAugment's low-shot StyleGAN2 row (its PyTorch port's cfg low_shot, docs/augmentations.md):
+    # batch 8 on however many GPUs, snapshots every 10 ticks unless --snap is given.
+    'lowshot':   dict(ref_gpus=-1, kimg=300,    mb=8,  mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=2, zdim=512, fp16=4, clamp=256, snap=10),
 }
 
 # --augpipe presets (COMPAT.md §1.2): AugmentPipe ops switched on, in upstream's order.
@@ -125,6 +128,8 @@ def dataset_options(args: dict, data: str, cond: bool, subset, mirror: bool, see
 def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gpu) -> str:
     res = args['training_set_kwargs']['resolution']
     spec = auto_preset(res, gpus) if cfg == 'auto' else dict(PRESETS[cfg])
+    if spec['ref_gpus'] < 0:    # a row for any GPU count: the batch is split over the GPUs given
+        spec['ref_gpus'] = gpus
     desc = f'-{cfg}' + (f'{gpus}' if cfg == 'auto' else '')
     args['G_kwargs'], args['D_kwargs'] = network_kwargs(spec)
     opt = dict(class_name='torch.optim.Adam', lr=spec['lrate'], betas=[0, 0.99], eps=1e-8)
@@ -372,7 +377,7 @@ def resolve_device(device: str, gpus: int) -> str:
 def setup_training_options(
     outdir      = None,     # Parent folder of the run folders (used by --resume=latest).
     gpus        = None,     # Number of processes / GPUs, a power of two. Default 1.
-    snap        = None,     # Ticks between snapshots. Default 50.
+    snap        = None,     # Ticks between snapshots. Default 50 (10 for cfg=lowshot).
     metrics     = None,     # List of metric names. Default ['fid50k_full'] ([] for cfg=tiny).
     seed        = None,     # Random seed. Default 0.
     data        = None,     # Dataset folder or zip. Required.
@@ -404,12 +409,12 @@ def setup_training_options(
     gpus = 1 if gpus is None else gpus
     if not _is_power_of_two(gpus):
         raise _bad('--gpus', f'{gpus} is not a power of two (1, 2, 4, 8, ...)')
-    snap = 50 if snap is None else snap
-    if snap < 1:
-        raise _bad('--snap', 'must be at least 1')
     cfg = 'auto' if cfg is None else cfg
     if cfg not in PRESETS:
         raise _bad('--cfg', f'unknown preset "{cfg}"; choose one of {", ".join(PRESETS)}')
+    snap = PRESETS[cfg].get('snap', 50) if snap is None else snap
+    if snap < 1:
+        raise _bad('--snap', 'must be at least 1')
     metrics = (['fid50k_full'] if cfg != 'tiny' else []) if metrics is None else metrics
     check_metrics(metrics)
     seed = 0 if seed is None else seed
