@@ -1,9 +1,12 @@
 """APA: Adaptive Pseudo Augmentation, "Deceive D" (Jiang et al., NeurIPS 2021, arXiv 2111.06849).
 
 Before D's real pass, each real sample is replaced with probability p by a detached generated
-image: x~ = m * G(z) + (1 - m) * x, m ~ Bernoulli(p) per sample (METHODS.md section 3.1). p adapts
-like ADA's: it grows when r_t = E[sign(D(x~))] exceeds the target. R1 sees the mixed batch too,
-because the loss mixes before every real pass. APA alone applies no image augmentation.
+image: x~ = m * G(z') + (1 - m) * x, m ~ Bernoulli(p) per sample (METHODS.md section 3.1). As in
+the official code, G(z') are the fakes of the same iteration's G step, not the batch D scores
+as fakes (the loss supplies them through ``gen_fn``), and the real label stays with a swapped
+image unless swap_labels. p adapts like ADA's: it grows when r_t = E[sign(D(x~))] exceeds the
+target, counted over the Dmain and the R1 passes. R1 sees the mixed batch too, because the loss
+mixes before every real pass. APA alone applies no image augmentation.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from .rng import MethodRandom
 # The pseudo-augmentation step as a pure function: per-sample swap of reals for fakes.
 
 def pseudo_mix(real_img: torch.Tensor, real_c: torch.Tensor, gen_img: torch.Tensor, gen_c: torch.Tensor,
-               mask: torch.Tensor, swap_labels: bool = True) -> tuple:
+               mask: torch.Tensor, swap_labels: bool = False) -> tuple:
     """Where ``mask`` [N] is true, take the fake (and, with swap_labels, its label) instead of the real."""
     if gen_img.shape != real_img.shape:
         raise ValueError(f'APA: generated batch {list(gen_img.shape)} does not match the real batch '
@@ -42,7 +45,7 @@ class APA(AugmentMethod):
         kimg:        Optional[float] = None, # p moves by 1 per this many kimg; None = 500, or 100 when resuming.
         adaptive:    bool  = True,  # False = keep p constant (DeceiveD's --aug=fixed).
         shared_p:    bool  = False, # Use the ADA pipe's p (official --with-dataaug behaviour) instead of our own.
-        swap_labels: bool  = True,  # A swapped fake carries its own label (the official code keeps the real one).
+        swap_labels: bool  = False, # True = a swapped fake carries its own label; False = official (the real label stays).
         seed:        Optional[int] = None, # Seed of the method's generator; None = from torch's RNG.
     ):
         super().__init__()

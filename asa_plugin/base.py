@@ -11,8 +11,9 @@ Call order inside one training iteration (see ``training/loss.py``):
                        -> adjust_logits(target='real') -> softplus
     Dmain, fake path:  augment -> D -> observe_features -> adjust_logits(target='fake')
     Gmain:             augment -> D -> adjust_logits(target='real')
+    Gmain and Dmain:   the main loss is multiplied by main_loss_weight(phase)
     every phase:       extra_loss(phase, ...) is added to the phase's loss
-    Dreg (R1):         mix_reals -> augment -> D, gradient w.r.t. the clean (mixed) reals
+    Dreg (R1):         mix_reals -> augment -> D -> observe_real_logits, gradient w.r.t. the clean (mixed) reals
     after the D step:  update(cur_nimg, batch_size)
 """
 
@@ -64,13 +65,14 @@ class AugmentMethod(torch.nn.Module):
     def mix_reals(self, real_img: torch.Tensor, real_c: torch.Tensor,
                   gen_fn: Callable[[], tuple]) -> tuple:
         """Transform the real batch before D's real pass (APA). ``gen_fn()`` returns detached
-        ``(gen_img, gen_c)`` of the same size and is only called when needed."""
+        ``(gen_img, gen_c)`` of the same size, made from other latents than the D-fake batch (the
+        G step's fakes of the same iteration), and is only called when needed."""
         return real_img, real_c
 
     # --- feedback from D -----------------------------------------------------
 
     def observe_real_logits(self, logits: torch.Tensor) -> None:
-        """Raw (unadjusted) logits of D's real pass, for adaptive controllers."""
+        """Raw (unadjusted) logits of every real pass of D (Dmain and R1), for adaptive controllers."""
 
     def observe_features(self, features: torch.Tensor, c: torch.Tensor, kind: str) -> None:
         """Detached penultimate features of reals (kind='real') or fakes (kind='fake')."""
@@ -81,6 +83,10 @@ class AugmentMethod(torch.nn.Module):
                       c: torch.Tensor, target: str, phase: str) -> torch.Tensor:
         """Logits that the logistic loss pushes towards ``target`` ('real' or 'fake')."""
         return logits
+
+    def main_loss_weight(self, phase: str) -> float:
+        """Factor on the main adversarial loss of 'Gmain' or 'Dmain' (DAG counts it once per group)."""
+        return 1.0
 
     def extra_loss(self, phase: str, run_D: RunD, real_img: torch.Tensor, real_c: torch.Tensor,
                    gen_img: Optional[torch.Tensor], gen_c: Optional[torch.Tensor]) -> Optional[torch.Tensor]:

@@ -3,9 +3,15 @@
 D's trunk is shared; each non-identity transformed view T_k gets its own linear head on D's
 penultimate features, trained on T_k(reals) vs T_k(fakes), while D's own head (the identity
 view) keeps playing the original game on un-transformed images, so nothing leaks into G's
-distribution (METHODS.md section 4). Weighting per transform group g with n_g views including
-the identity, as in the official BigGAN example: L += w * sum_g (1/n_g) * sum_{k in g, k != id} L_k;
-the identity term of each group is D's own loss, counted once.
+distribution (METHODS.md section 4). Weighting as in the official BigGAN example, per transform
+group g with n_g views including the identity, the main loss L_0 counted inside every group:
+
+    L = L_0 + w * sum_g (1/n_g) * (L_0 + sum_{k in g, k != id} L_k)
+
+so L_0 weighs 1 + w * sum_g 1/n_g (2.45 for rotation,cropping,translation,cutout at w = 1)
+against w * sum_g (n_g - 1)/n_g for the heads (2.55). The loss multiplies its main loss by
+``main_loss_weight``; ``extra_loss`` returns the heads' part. R1 stays on D's own head and is
+not scaled (docs/augmentations.md, "dag").
 """
 
 from __future__ import annotations
@@ -45,6 +51,11 @@ def parse_groups(policy: str) -> list:
 def head_plan(groups: list, weight: float = 1.0) -> list:
     """``[(group, view, loss weight)]`` for every extra head: weight / n_g per non-identity view."""
     return [(g, view, weight / len(GROUPS[g])) for g in groups for view in GROUPS[g] if view != 'identity']
+
+
+def main_weight(groups: list, weight: float = 1.0) -> float:
+    """Factor on D's own loss L_0: once by itself plus once inside every group, 1 + weight * sum_g 1/n_g."""
+    return 1.0 + weight * sum(1.0 / len(GROUPS[g]) for g in groups)
 
 #----------------------------------------------------------------------------
 # One view of a batch [NCHW]; rotations assume square images (StyleGAN's are).
@@ -149,6 +160,13 @@ class DAG(AugmentMethod):
                                'when the stack needs_features')
         return head_logits(features, weight[k], bias[k], cmap)
 
+    def main_loss_weight(self, phase):
+        if phase in ('Dmain', 'Dboth'):
+            return main_weight(self.groups, self.weight_d)
+        if phase in ('Gmain', 'Gboth'):
+            return main_weight(self.groups, self.weight_g)
+        return 1.0
+
     def extra_loss(self, phase, run_D, real_img, real_c, gen_img, gen_c):
         if self.head_weight is None:
             raise RuntimeError('dag: setup(ctx) must be called before training (it creates the heads)')
@@ -210,6 +228,7 @@ class DAG(AugmentMethod):
 
     def describe(self) -> str:
         return (f'dag (policy={self.policy}, {self.num_heads} extra heads, weight_d={self.weight_d:g}, '
-                f'weight_g={self.weight_g:g}, {"augmented" if self.augment_views else "clean"} views)')
+                f'weight_g={self.weight_g:g}, main loss x{main_weight(self.groups, self.weight_d):g} (D) '
+                f'x{main_weight(self.groups, self.weight_g):g} (G), {"augmented" if self.augment_views else "clean"} views)')
 
 #----------------------------------------------------------------------------

@@ -154,6 +154,12 @@ class AugmentStack(AugmentMethod):
             logits = m.adjust_logits(logits, features, c, target, phase)
         return logits
 
+    def main_loss_weight(self, phase):
+        weight = 1.0
+        for m in self.methods:
+            weight *= m.main_loss_weight(phase)
+        return weight
+
     def extra_loss(self, phase, run_D, real_img, real_c, gen_img, gen_c):
         total = None
         for m in self.methods:

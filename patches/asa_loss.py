@@ -291,6 +291,7 @@ class ASALoss(StyleGAN2Loss):
         training_stats.report('Loss/scores/fake', logits)
         training_stats.report('Loss/signs/fake', logits.sign())
         loss = torch.nn.functional.softplus(-self.stack.adjust_logits(logits, features, gen_c, 'real', 'Gmain'))
+        loss = loss * self.stack.main_loss_weight('Gmain')
         extra = self.stack.extra_loss('Gmain', self._run_D_for_methods, real_img, real_c, gen_img, gen_c)
         loss = loss if extra is None else loss + extra
         training_stats.report('Loss/G/loss', loss)
@@ -305,7 +306,8 @@ class ASALoss(StyleGAN2Loss):
         if features is not None:
             self.stack.observe_features(features.detach(), gen_c, 'fake')
         loss_fake = torch.nn.functional.softplus(self.stack.adjust_logits(logits, features, gen_c, 'fake', 'Dmain'))
-        loss_fake.mean().mul(gain).backward()
+        main_weight = self.stack.main_loss_weight('Dmain')
+        (loss_fake.mean() * main_weight).mul(gain).backward()
 
         img, c = self.stack.mix_reals(real_img, real_c, self._gen_fn(gen_z, gen_c))
         img = img.detach()
@@ -317,8 +319,8 @@ class ASALoss(StyleGAN2Loss):
             self.stack.observe_features(features.detach(), c, 'real')
         loss_real = torch.nn.functional.softplus(-self.stack.adjust_logits(logits, features, c, 'real', 'Dmain'))
         training_stats.report('Loss/D/loss', loss_fake + loss_real)
-        extra = self.stack.extra_loss('Dmain', self._run_D_for_methods, img, c, gen_img, gen_c)
-        loss = loss_real if extra is None else loss_real + extra
+        extra = self.stack.extra_loss('Dmain', self._run_D_for_methods, real_img, real_c, gen_img, gen_c)
+        loss = loss_real * main_weight if extra is None else loss_real * main_weight + extra
         loss.mean().mul(gain).backward()
         self.d_nimg += real_img.shape[0]
 
@@ -328,6 +330,7 @@ class ASALoss(StyleGAN2Loss):
         logits, _ = self._D(img, c, sync=sync)
         training_stats.report('Loss/scores/real', logits)
         training_stats.report('Loss/signs/real', logits.sign())
+        self.stack.observe_real_logits(logits.detach())     # upstream's controller counts these signs too
         with conv2d_gradfix.no_weight_gradients():
             grads = torch.autograd.grad(outputs=[logits.sum()], inputs=[img], create_graph=True, only_inputs=True)[0]
         penalty = grads.square().sum([1, 2, 3])

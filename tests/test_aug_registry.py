@@ -429,7 +429,7 @@ def test_diffaug_policy_order_and_p():
 
 def test_apa_mixing_rate_and_labels():
     M, c_dim = 4000, 3
-    m = create_augment('apa', p=0.3, adaptive=False, seed=0)
+    m = create_augment('apa', p=0.3, adaptive=False, swap_labels=True, seed=0)
     real = torch.zeros([M, 1, 2, 2])
     real_c = torch.eye(c_dim)[torch.zeros(M, dtype=torch.long)]
     fake = torch.ones([M, 1, 2, 2])
@@ -438,9 +438,9 @@ def test_apa_mixing_rate_and_labels():
     swapped = mixed[:, 0, 0, 0] == 1
     assert abs(swapped.float().mean().item() - 0.3) < 0.03
     assert torch.equal(mixed_c[swapped], fake_c[swapped]) and torch.equal(mixed_c[~swapped], real_c[~swapped])
-    m = create_augment('apa', p=0.3, adaptive=False, swap_labels=False, seed=0)
+    m = create_augment('apa', p=0.3, adaptive=False, seed=0)
     _, kept_c = m.mix_reals(real, real_c, lambda: (fake, fake_c))
-    assert torch.equal(kept_c, real_c)      # official behaviour: the real label stays
+    assert torch.equal(kept_c, real_c)      # default = official: the real label stays
 
 
 def test_apa_adaptive_p_rises_and_falls():

@@ -24,7 +24,7 @@ pytestmark = [
 SPEC_FOR = {'fixed': 'fixed:p=0.2'}
 SPECS = [SPEC_FOR.get(name, name) for name in list_augments()] + ['ada+apa', 'diffaug+apa', 'ada+dag']
 # Conditional runs (labels swapped by APA, DAG's shared label projection, ASA's per-sample w(c)).
-COND_SPECS = ['apa:p=0.5+dag+asa']
+COND_SPECS = ['apa:p=0.5,swap_labels+dag+asa']
 
 DRIVER = textwrap.dedent('''
     import glob, json, os, pickle, sys, traceback

@@ -34,6 +34,7 @@ class StyleGAN2Loss:
         self.pl_decay = pl_decay
         self.pl_weight = pl_weight
         self.pl_mean = torch.zeros([], device=self.device)
+        self._pseudo = {}           # round -> detached (G-step fakes, labels) of this iteration, for mix_reals
 
     # Loss state that must survive a resume (upstream drops pl_mean; we keep it).
     def state_dict(self) -> dict:
@@ -84,11 +85,17 @@ class StyleGAN2Loss:
             return real_img, real_c
         return self.augment.mix_reals(real_img, real_c, gen_fn)
 
+    # Weight of the main adversarial loss of a phase (DAG counts it once per transform group).
+    def _main_weight(self, phase):
+        return 1.0 if self.augment is None else float(self.augment.main_loss_weight(phase))
+
     #------------------------------------------------------------------------
     # One round of one phase: forward, loss, backward (scaled by gain). Returns the detached
     # total loss so that the loop's non-finite guard can see it.
 
-    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, **_unused):
+    # round_idx: which batch_gpu round of the phase this is; it pairs a D round with the G round whose
+    # fakes become its pseudo reals (mix_reals).
+    def accumulate_gradients(self, phase, real_img, real_c, gen_z, gen_c, gain, round_idx=0, **_unused):
         if phase not in ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth'):
             raise ValueError(f'accumulate_gradients: unknown phase {phase!r}')
         do_Gmain = phase in ('Gmain', 'Gboth')
@@ -97,7 +104,7 @@ class StyleGAN2Loss:
         do_Dr1 = phase in ('Dreg', 'Dboth') and self.r1_gamma != 0
         total = torch.zeros([], device=self.device)
         if do_Gmain:
-            total += self._G_main(real_img, real_c, gen_z, gen_c, gain)
+            total += self._G_main(real_img, real_c, gen_z, gen_c, gain, round_idx)
         if do_Gpl:
             total += self._G_pl(gen_z, gen_c, gain)
         if phase in ('Greg', 'Gboth'):
@@ -106,7 +113,8 @@ class StyleGAN2Loss:
         if do_Dmain:
             total += self._D_fake(gen_z, gen_c, gain, gen_cache)
         if do_Dmain or do_Dr1:
-            total += self._D_real(real_img, real_c, gen_z, gen_c, gain, gen_cache, do_Dmain, do_Dr1)
+            gen_fn = self._pseudo_fn(round_idx, gen_z, gen_c)
+            total += self._D_real(real_img, real_c, gen_c, gain, gen_cache, gen_fn, do_Dmain, do_Dr1)
         if phase in ('Dreg', 'Dboth'):
             total += self._backward_extra('Dreg', real_img, real_c, None, None, gain)
         return total.detach()
@@ -122,15 +130,19 @@ class StyleGAN2Loss:
     #------------------------------------------------------------------------
     # Gmain: make D think the fakes are real.
 
-    def _G_main(self, real_img, real_c, gen_z, gen_c, gain):
+    def _G_main(self, real_img, real_c, gen_z, gen_c, gain, round_idx):
         gen_img, _ws = self.run_G(gen_z, gen_c)
+        if round_idx == 0:
+            self._pseudo.clear()    # a new iteration: the previous G step's fakes are stale
+        if self.augment is not None:
+            self._pseudo[round_idx] = (gen_img.detach(), gen_c.detach())
         gen_logits, gen_features = self.run_D(gen_img, gen_c)
         training_stats.report('Loss/scores/fake', gen_logits)
         training_stats.report('Loss/signs/fake', gen_logits.sign())
         adjusted = self._adjust(gen_logits, gen_features, gen_c, target='real', phase='Gmain')
         loss_Gmain = regularizers.logistic_loss(adjusted, 'real')
         training_stats.report('Loss/G/loss', loss_Gmain)
-        loss = loss_Gmain.mean()
+        loss = loss_Gmain.mean() * self._main_weight('Gmain')
         extra = self._extra('Gmain', real_img, real_c, gen_img, gen_c)
         if extra is not None:
             loss = loss + extra
@@ -154,7 +166,7 @@ class StyleGAN2Loss:
         return loss_Gpl.detach().mean()
 
     #------------------------------------------------------------------------
-    # Dmain, fake path: make D call the fakes fake. The fakes are cached for mix_reals (APA).
+    # Dmain, fake path: make D call the fakes fake.
 
     def _D_fake(self, gen_z, gen_c, gain, gen_cache):
         with torch.no_grad():
@@ -168,33 +180,41 @@ class StyleGAN2Loss:
         adjusted = self._adjust(gen_logits, gen_features, gen_c, target='fake', phase='Dmain')
         loss_Dgen = regularizers.logistic_loss(adjusted, 'fake')
         gen_cache['loss'] = loss_Dgen.detach()
-        loss = loss_Dgen.mean()
+        loss = loss_Dgen.mean() * self._main_weight('Dmain')
         loss.mul(gain).backward()
         return loss.detach()
 
-    # Dmain real path and/or R1: reals (possibly mixed with fakes by the plugin) through the
-    # augmentation into D; R1 is the gradient w.r.t. those clean (mixed) reals.
-    def _D_real(self, real_img, real_c, gen_z, gen_c, gain, gen_cache, do_Dmain, do_Dr1):
+    # Pseudo reals for mix_reals (APA): the G step's fakes of this round, made from other z than the
+    # D-fake batch (DeceiveD's pseudo_data). Without a G step before (a D phase run alone), fresh
+    # fakes from fresh z. Never saved: every iteration's G step runs before its D phases.
+    def _pseudo_fn(self, round_idx, gen_z, gen_c):
         def gen_fn():
-            if 'img' not in gen_cache:
-                with torch.no_grad():
-                    gen_cache['img'] = self.run_G(gen_z, gen_c)[0]
-            return gen_cache['img'].detach(), gen_c
+            cached = self._pseudo.get(round_idx)
+            if cached is not None and cached[0].shape[0] == gen_z.shape[0]:
+                return cached
+            with torch.no_grad():
+                return self.run_G(torch.randn_like(gen_z), gen_c)[0].detach(), gen_c
+        return gen_fn
+
+    # Dmain real path and/or R1: reals (possibly mixed with fakes by the plugin) through the
+    # augmentation into D; R1 is the gradient w.r.t. those clean (mixed) reals. Both passes report
+    # the real-logit signs and feed them to the controllers, as upstream's Dr1 does.
+    def _D_real(self, real_img, real_c, gen_c, gain, gen_cache, gen_fn, do_Dmain, do_Dr1):
         mixed_img, mixed_c = self._mix_reals(real_img, real_c, gen_fn)
         real_img_tmp = mixed_img.detach().requires_grad_(do_Dr1)
         real_logits, real_features = self.run_D(real_img_tmp, mixed_c)
+        training_stats.report('Loss/scores/real', real_logits)
+        training_stats.report('Loss/signs/real', real_logits.sign())
+        if self.augment is not None:
+            self.augment.observe_real_logits(real_logits.detach())
         loss = torch.zeros([], device=self.device)
         if do_Dmain:
-            training_stats.report('Loss/scores/real', real_logits)
-            training_stats.report('Loss/signs/real', real_logits.sign())
-            if self.augment is not None:
-                self.augment.observe_real_logits(real_logits.detach())
-                if real_features is not None:
-                    self.augment.observe_features(real_features.detach(), mixed_c, 'real')
+            if self.augment is not None and real_features is not None:
+                self.augment.observe_features(real_features.detach(), mixed_c, 'real')
             adjusted = self._adjust(real_logits, real_features, mixed_c, target='real', phase='Dmain')
             loss_Dreal = regularizers.logistic_loss(adjusted, 'real')
             training_stats.report('Loss/D/loss', gen_cache['loss'] + loss_Dreal if 'loss' in gen_cache else loss_Dreal)
-            loss = loss + loss_Dreal.mean()
+            loss = loss + loss_Dreal.mean() * self._main_weight('Dmain')
             extra = self._extra('Dmain', real_img, real_c, gen_cache.get('img'), gen_c)
             if extra is not None:
                 loss = loss + extra

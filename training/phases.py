@@ -78,8 +78,9 @@ def run_phases(phases, loss, guard, batch, batch_idx: int, cur_nimg: int, device
             p.requires_grad_(True)
         phase.opt.zero_grad(set_to_none=True)
         total = torch.zeros([], device=device)
-        for img, c, z, gc in zip(real_img, real_c, gen_z, gen_c):
-            total += loss.accumulate_gradients(phase=phase.name, real_img=img, real_c=c, gen_z=z, gen_c=gc, gain=phase.interval)
+        for round_idx, (img, c, z, gc) in enumerate(zip(real_img, real_c, gen_z, gen_c)):
+            total += loss.accumulate_gradients(phase=phase.name, real_img=img, real_c=c, gen_z=z, gen_c=gc, gain=phase.interval,
+                                               round_idx=round_idx)
         phase.module.requires_grad_(False)
         params = [p for p in phase.params if p.grad is not None]
         for p in phase.params:
