@@ -120,7 +120,9 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, mon
             extra = dict(resume_pkl=os.path.join(runs['part'], 'network-snapshot-000000.pkl'),
                          resume_state=os.path.join(runs['part'], 'training-state-000000.pt'))
         metrics = ['fid50k_full'] if name == 'full' else []
-        training_loop(rank=0, **tiny_options(run_dir, data, kimg=0.024, tick=0.008, aug=AUG, metrics=metrics, **extra))
+        # APA (with two batch_gpu rounds) checks that its pseudo reals, the G step's fakes, need no saved state.
+        training_loop(rank=0, **tiny_options(run_dir, data, kimg=0.024, tick=0.008, aug=AUG + '+apa:p=0.5,interval=1,kimg=0.1',
+                                             batch_gpu=4, metrics=metrics, **extra))
         runs[name] = run_dir
     metric_lines = [json.loads(line) for line in open(os.path.join(runs['full'], 'metric-fid50k_full.jsonl'))]
     assert len(evaluated) == 3 and [m['results']['fid50k_full'] for m in metric_lines] == [1.0, 2.0, 3.0]
