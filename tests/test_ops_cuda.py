@@ -1,8 +1,6 @@
-"""Fused CUDA kernels against the reference ops: forward, first and second order, fp32 and fp16.
-
-Tolerance rule (flash-attention style): the fused result's error against the fp64 reference may be
-at most K times the error of the reference op run in the same low precision, plus a small floor
-(fast-math intrinsics in fp32).
+"""Fused CUDA kernels against the reference ops: forward, first and second order, fp32 and fp16,
+under the tolerance rule of tests/_ops_tolerance.py (tests/test_ops_emulated.py applies the same
+rule to the kernel bodies compiled for the CPU).
 Strict mode is on, so a kernel that fails to build fails these tests instead of hiding behind
 the reference path.
 """
@@ -10,46 +8,15 @@ the reference path.
 import pytest
 import torch
 
+from _ops_tolerance import compare as _compare
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act, upfirdn2d
 
 pytestmark = pytest.mark.cuda
-K = 2.0
-FLOOR = {torch.float32: 1e-5, torch.float16: 2e-3}     # relative to the fp64 result's max magnitude
 
 @pytest.fixture(autouse=True)
 def _strict(monkeypatch):
     monkeypatch.setenv(custom_ops.STRICT_ENV, '1')
-
-#----------------------------------------------------------------------------
-# Forward value, input gradient(s) and an R1-style second-order gradient of `fn` at `inputs`.
-
-def _value_grad_grad(fn, inputs, seed=0):
-    inputs = [t.detach().requires_grad_(True) for t in inputs]
-    y = fn(*inputs)
-    g = torch.Generator(device=y.device).manual_seed(seed)
-    dy = torch.randn(y.shape, generator=g, device=y.device, dtype=torch.float64).to(y.dtype)
-    grads = torch.autograd.grad((y * dy).sum(), inputs, create_graph=True)
-    penalty = sum(gr.double().square().sum() for gr in grads)
-    grads2 = torch.autograd.grad(penalty, inputs, allow_unused=True) if penalty.requires_grad else [None] * len(inputs)
-    grads2 = [torch.zeros_like(t) if gr is None else gr for t, gr in zip(inputs, grads2)]
-    return [y.detach()] + [gr.detach() for gr in grads] + list(grads2)
-
-def _assert_close_to_gold(fused, lowp_ref, gold, dtype, what):
-    for i, (a, r, g) in enumerate(zip(fused, lowp_ref, gold)):
-        g = g.double()
-        scale = g.abs().max().item() + 1e-12
-        err = (a.double() - g).abs().max().item()
-        base = (r.double() - g).abs().max().item()
-        assert err <= K * base + FLOOR[dtype] * scale, \
-            f'{what} output {i}: fused error {err:.3g} > {K} x reference error {base:.3g} (scale {scale:.3g})'
-
-def _compare(fn_impl, inputs, dtype, what):
-    # Gold: fp64 reference on the same (rounded) inputs, so only the arithmetic's error counts.
-    gold = _value_grad_grad(lambda *a: fn_impl('ref', *a), [t.to(dtype).double() for t in inputs])
-    lowp = _value_grad_grad(lambda *a: fn_impl('ref', *a), [t.to(dtype) for t in inputs])
-    fused = _value_grad_grad(lambda *a: fn_impl('cuda', *a), [t.to(dtype) for t in inputs])
-    _assert_close_to_gold(fused, lowp, gold, dtype, what)
 
 #----------------------------------------------------------------------------
 
@@ -73,6 +40,15 @@ def test_bias_act_training_shapes_and_channels_last(dtype):
     _compare(fn, [x.double(), b.double()], dtype, 'bias_act[lrelu, channels_last]')
     fc = lambda impl, x, b: bias_act.bias_act(x, b, dim=1, act='linear', impl=impl)  # noqa: E731
     _compare(fc, [torch.randn(16, 512, device='cuda'), torch.randn(512, device='cuda')], dtype, 'bias_act[fc]')
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_bias_act_training_clamp(dtype):
+    # conv_clamp=256 in fp16, with values in steps of sqrt(2)/8 around the clamp (see the emulated twin).
+    b = torch.randint(-8, 9, [32], device='cuda').double() / 8
+    x = torch.randn(2, 32, 8, 8, device='cuda', dtype=torch.float64) * 200
+    x[:, :, 0, :] = 181 - b[:, None] + (torch.arange(8, device='cuda', dtype=torch.float64) - 4) / 8
+    fn = lambda impl, x, b: bias_act.bias_act(x, b, act='lrelu', clamp=256, impl=impl)  # noqa: E731
+    _compare(fn, [x.to(memory_format=torch.channels_last), b], dtype, 'bias_act[lrelu, clamp=256]')
 
 #----------------------------------------------------------------------------
 

@@ -5,7 +5,11 @@ C++ and `blockIdx`/`threadIdx` into globals; the launchers are `#ifdef __CUDACC_
 them. Each emulated launch visits every (block, thread) pair of a small grid in turn, which also
 checks the grid-stride loops. The kernels are then driven through the real Python autograd glue
 (`_bias_act_cuda`, `_upfirdn2d_cuda`) and compared with the reference ops: forward, first and
-second order, contiguous and channels_last, fp64/fp32/fp16. This catches indexing, math and
+second order, contiguous and channels_last. fp64 runs check the math exactly; fp32 and fp16 runs
+(c10::Half storage with float arithmetic, as on the GPU) use the tolerance rule of
+tests/test_ops_cuda.py (tests/_ops_tolerance.py). Each op is compiled with the nvcc flags its loader
+really uses: under `--use_fast_math` the transcendental functions are replaced by models of the GPU's
+approximate instructions at their documented error. This catches indexing, math, rounding and
 backward-derivation bugs on machines without a GPU; tests/test_ops_cuda.py checks the real thing.
 """
 
@@ -13,10 +17,12 @@ import ctypes
 import os
 import shutil
 import subprocess
+from unittest import mock
 
 import pytest
 import torch
 
+from _ops_tolerance import compare, value_grad_grad
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act, upfirdn2d
 
@@ -32,24 +38,39 @@ struct EmuDim { unsigned int x; };
 static EmuDim blockIdx, threadIdx, blockDim, gridDim;
 typedef int cudaError_t;
 typedef void* cudaStream_t;
+#ifdef EMU_FAST_MATH
+// nvcc --use_fast_math turns tanhf into tanh.approx.f32 (documented worst case about 2^-11
+// relative) and expf into __expf (2 + 1.173|x| ulp); model both at that worst case.
+static inline float emu_fast_tanhf(float v) { int e; float m = frexpf(tanhf(v), &e); return ldexpf(nearbyintf(ldexpf(m, 11)), e - 11); }
+static inline float emu_fast_expf(float v) { return expf(v) * (1.0f + (2.0f + floorf(1.173f * fabsf(v))) * 5.9604645e-8f); }
+#define tanhf(v) emu_fast_tanhf(v)
+#define expf(v) emu_fast_expf(v)
+#endif
 """
 
-GLUE = """#include "cuda_runtime.h"
+# One library per op, so that each is compiled with its own loader's flags.
+GLUE = {
+    'bias_act': """#include "cuda_runtime.h"
 #include "%(ops)s/bias_act.cu"
-#include "%(ops)s/upfirdn2d.cu"
-template <class F> static void each_thread(F run) {   // a 3-block x 5-thread grid, one thread at a time
-    gridDim.x = 3; blockDim.x = 5;
-    for (unsigned b = 0; b < gridDim.x; b++) for (unsigned t = 0; t < blockDim.x; t++) { blockIdx.x = b; threadIdx.x = t; run(); }
-}
+%(each_thread)s
 extern "C" void emu_bias_act(int dtype, const BiasActParams* p) {
     each_thread([&] { if (dtype == 0) bias_act_kernel<float>(*p); else if (dtype == 1) bias_act_kernel<double>(*p);
                       else bias_act_kernel<c10::Half>(*p); });
 }
+""",
+    'upfirdn2d': """#include "cuda_runtime.h"
+#include "%(ops)s/upfirdn2d.cu"
+%(each_thread)s
 extern "C" void emu_upfirdn2d(int dtype, const Upfirdn2dParams* p) {
     each_thread([&] { if (dtype == 0) upfirdn2d_kernel<float>(*p); else if (dtype == 1) upfirdn2d_kernel<double>(*p);
                       else upfirdn2d_kernel<c10::Half>(*p); });
 }
-"""
+"""}
+
+EACH_THREAD = """template <class F> static void each_thread(F run) {   // a 3-block x 5-thread grid, one thread at a time
+    gridDim.x = 3; blockDim.x = 5;
+    for (unsigned b = 0; b < gridDim.x; b++) for (unsigned t = 0; t < blockDim.x; t++) { blockIdx.x = b; threadIdx.x = t; run(); }
+}"""
 
 #----------------------------------------------------------------------------
 # ctypes mirrors of the parameter structs in bias_act.h / upfirdn2d.h (same field order).
@@ -74,8 +95,8 @@ def _ptr(t):
 # Stand-in for the compiled plugin: same entry points and checks as the .cpp bindings.
 
 class EmulatedPlugin:
-    def __init__(self, lib):
-        self.lib = lib
+    def __init__(self, libs):
+        self.libs = libs        # op name -> ctypes library
 
     def bias_act(self, mode, g, b, xref, yref, dy, dim, act, alpha, gain, clamp):
         for t in (xref, yref, dy):
@@ -83,7 +104,7 @@ class EmulatedPlugin:
         out = torch.empty_like(g)
         p = BiasActParams(_ptr(g), _ptr(b), _ptr(xref), _ptr(yref), _ptr(dy), _ptr(out), g.numel(),
                           max(g.stride(dim), 1), g.shape[dim], mode, act, alpha, gain, clamp)
-        self.lib.emu_bias_act(DTYPE_IDS[g.dtype], ctypes.byref(p))
+        self.libs['bias_act'].emu_bias_act(DTYPE_IDS[g.dtype], ctypes.byref(p))
         return out
 
     def upfirdn2d(self, x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain):
@@ -97,10 +118,27 @@ class EmulatedPlugin:
         p = Upfirdn2dParams(_ptr(x), f.data_ptr(), _ptr(y), *x.shape, oh, ow, (ctypes.c_longlong * 4)(*x.stride()),
                             (ctypes.c_longlong * 4)(*y.stride()), upx, upy, downx, downy, padx0, pady0, fw, fh,
                             int(flip), gain)
-        self.lib.emu_upfirdn2d(DTYPE_IDS[x.dtype], ctypes.byref(p))
+        self.libs['upfirdn2d'].emu_upfirdn2d(DTYPE_IDS[x.dtype], ctypes.byref(p))
         return y
 
 #----------------------------------------------------------------------------
+
+def _loader_cuda_flags(module):
+    # The extra nvcc flags the op's real loader builds with (its get_plugin call, intercepted).
+    seen = dict()
+    with mock.patch.object(custom_ops, 'get_plugin', lambda **kwargs: seen.update(kwargs)):
+        module._load_plugin()
+    return list(seen.get('extra_cuda_cflags', []))
+
+def _compile(cxx, work, op, defines):
+    (work / f'{op}.cpp').write_text(GLUE[op] % dict(ops=OPS_DIR, each_thread=EACH_THREAD))
+    torch_include = os.path.join(os.path.dirname(torch.__file__), 'include')
+    lib_path = str(work / f'lib{op}.so')
+    proc = subprocess.run([cxx, '-O1', '-shared', '-fPIC', '-std=c++17', f'-I{work}', '-isystem', torch_include,
+                           *defines, str(work / f'{op}.cpp'), '-o', lib_path], capture_output=True, text=True,
+                          check=False)
+    assert proc.returncode == 0, f'host compile of the {op} kernel failed:\n{proc.stderr[-3000:]}'
+    return ctypes.CDLL(lib_path)
 
 @pytest.fixture(scope='module')
 def emulated(tmp_path_factory):
@@ -109,13 +147,11 @@ def emulated(tmp_path_factory):
         pytest.skip('no host C++ compiler')
     work = tmp_path_factory.mktemp('emu')
     (work / 'cuda_runtime.h').write_text(FAKE_CUDA_RUNTIME)
-    (work / 'glue.cpp').write_text(GLUE % dict(ops=OPS_DIR))
-    torch_include = os.path.join(os.path.dirname(torch.__file__), 'include')
-    lib_path = str(work / 'libemu.so')
-    proc = subprocess.run([cxx, '-O1', '-shared', '-fPIC', '-std=c++17', f'-I{work}', '-isystem', torch_include,
-                           str(work / 'glue.cpp'), '-o', lib_path], capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, f'host compile of the kernels failed:\n{proc.stderr[-3000:]}'
-    plugin = EmulatedPlugin(ctypes.CDLL(lib_path))
+    libs = dict()
+    for op, module in [('bias_act', bias_act), ('upfirdn2d', upfirdn2d)]:
+        fast = '--use_fast_math' in _loader_cuda_flags(module)
+        libs[op] = _compile(cxx, work, op, ['-DEMU_FAST_MATH'] if fast else [])
+    plugin = EmulatedPlugin(libs)
     saved = dict(custom_ops._op_plugins)
     custom_ops._op_plugins.update(bias_act=plugin, upfirdn2d=plugin)
     yield plugin
@@ -123,16 +159,7 @@ def emulated(tmp_path_factory):
     custom_ops._op_plugins.update(saved)
 
 #----------------------------------------------------------------------------
-# Value, input gradients, and gradients of the squared input gradients (R1-style).
-
-def _value_grad_grad(fn, inputs):
-    inputs = [t.detach().clone().requires_grad_(True) for t in inputs]
-    y = fn(*inputs)
-    dy = torch.randn(y.shape, generator=torch.Generator().manual_seed(3), dtype=torch.float64).to(y.dtype)
-    grads = torch.autograd.grad((y * dy).sum(), inputs, create_graph=True)
-    penalty = sum(g.double().square().sum() for g in grads)
-    grads2 = torch.autograd.grad(penalty, inputs, allow_unused=True) if penalty.requires_grad else [None] * len(inputs)
-    return [y] + list(grads) + [torch.zeros_like(t) if g is None else g for t, g in zip(inputs, grads2)]
+# fp64: the kernels' math must equal the reference's up to rounding.
 
 def _assert_all_close(got, expect, rel):
     for i, (a, b) in enumerate(zip(got, expect)):
@@ -152,20 +179,41 @@ def test_emulated_bias_act_matches_reference(emulated, act, clamp, layout):
         x = x.to(memory_format=torch.channels_last)
     b = torch.randn(shape[dim], dtype=torch.float64)
     kwargs = dict(dim=dim, act=act, alpha=0.3, gain=0.6, clamp=clamp)
-    fused = _value_grad_grad(lambda x, b: bias_act._bias_act_cuda(**kwargs).apply(bias_act._dense(x), b), [x, b])
-    ref = _value_grad_grad(lambda x, b: bias_act._bias_act_ref(x, b, **kwargs), [x, b])
+    fused = value_grad_grad(lambda x, b: bias_act._bias_act_cuda(**kwargs).apply(bias_act._dense(x), b), [x, b])
+    ref = value_grad_grad(lambda x, b: bias_act._bias_act_ref(x, b, **kwargs), [x, b])
     _assert_all_close(fused, ref, 1e-9)
     if layout == 'channels_last':
         assert fused[0].is_contiguous(memory_format=torch.channels_last)
 
-@pytest.mark.parametrize('dtype,rel', [(torch.float32, 1e-5), (torch.float16, 2e-3)])
-def test_emulated_bias_act_low_precision(emulated, dtype, rel):
-    x = torch.randn(2, 8, 5, 5).to(dtype)
-    b = torch.randn(8).to(dtype)
-    for act in bias_act.activation_funcs:
-        y = bias_act._bias_act_cuda(act=act, clamp=1.0).apply(x, b)
-        assert y.dtype == dtype
-        _assert_all_close([y], [bias_act._bias_act_ref(x.double(), b.double(), act=act, clamp=1.0)], rel)
+#----------------------------------------------------------------------------
+# fp32 and fp16 under the GPU tests' tolerance rule: every activation, with and without clamp,
+# value, first and second order (the inputs and rule of tests/test_ops_cuda.py).
+
+def _fused_or_ref(**kwargs):
+    def fn(impl, x, b):
+        if impl == 'ref':
+            return bias_act._bias_act_ref(x, b, **kwargs)
+        return bias_act._bias_act_cuda(**kwargs).apply(bias_act._dense(x), b)
+    return fn
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('act', sorted(bias_act.activation_funcs))
+@pytest.mark.parametrize('clamp', [None, 0.8])
+def test_emulated_bias_act_low_precision(emulated, dtype, act, clamp):
+    x = torch.randn(4, 16, 8, 8, dtype=torch.float64)
+    b = torch.randn(16, dtype=torch.float64)
+    compare(_fused_or_ref(act=act, clamp=clamp), [x, b], dtype, f'bias_act[{act}, clamp={clamp}]')
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+def test_emulated_bias_act_training_clamp(emulated, dtype):
+    # The generator's fp16 layers: lrelu, gain sqrt(2), conv_clamp=256, channels_last. Half's ulp
+    # below 256 is 0.125: one row per channel puts gain * (x + b) in steps of sqrt(2)/8 around the
+    # clamp (181 * sqrt(2) = 255.97 rounds onto 256), the rest spreads far beyond it. All exact in fp16.
+    b = torch.randint(-8, 9, [32]).double() / 8
+    x = torch.randn(2, 32, 8, 8, dtype=torch.float64) * 200
+    x[:, :, 0, :] = 181 - b[:, None] + (torch.arange(8, dtype=torch.float64) - 4) / 8
+    x = x.to(memory_format=torch.channels_last)
+    compare(_fused_or_ref(act='lrelu', clamp=256), [x, b], dtype, 'bias_act[lrelu, clamp=256]')
 
 #----------------------------------------------------------------------------
 
@@ -181,16 +229,25 @@ def test_emulated_upfirdn2d_matches_reference(emulated, up, down, padding, taps,
         x = x.to(memory_format=torch.channels_last)
     args = dict(up=upfirdn2d._parse_scaling(up), down=upfirdn2d._parse_scaling(down),
                 padding=upfirdn2d._parse_padding(padding), flip_filter=flip, gain=1.3)
-    fused = _value_grad_grad(lambda x: upfirdn2d._upfirdn2d_cuda(**args).apply(x, f), [x])
-    ref = _value_grad_grad(lambda x: upfirdn2d._upfirdn2d_ref(x, f, **args), [x])
+    fused = value_grad_grad(lambda x: upfirdn2d._upfirdn2d_cuda(**args).apply(x, f), [x])
+    ref = value_grad_grad(lambda x: upfirdn2d._upfirdn2d_ref(x, f, **args), [x])
     _assert_all_close(fused, ref, 1e-6)   # separable taps: float32 per-pass sqrt(gain) in the reference
 
-def test_emulated_upfirdn2d_gradgradcheck_and_half(emulated):
+def test_emulated_upfirdn2d_gradgradcheck(emulated):
     f = upfirdn2d.setup_filter([1, 3, 3, 1])
     x = torch.randn(1, 2, 5, 4, dtype=torch.float64, requires_grad=True)
     op = upfirdn2d._upfirdn2d_cuda(up=(2, 2), down=(1, 1), padding=(2, 1, 2, 1), flip_filter=False, gain=4.0)
     assert torch.autograd.gradgradcheck(lambda x: op.apply(x, f), (x,), fast_mode=True)
-    xh = torch.randn(1, 2, 6, 6).half()
-    _assert_all_close([op.apply(xh, f)], [upfirdn2d._upfirdn2d_ref(xh.double(), f, up=2, padding=[2, 1, 2, 1], gain=4)], 2e-3)
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float16])
+@pytest.mark.parametrize('up,down,padding', [(2, 1, [2, 1, 2, 1]), (1, 2, [1, 1, 1, 1]), ([2, 1], [1, 3], [2, -1, 0, 1])])
+def test_emulated_upfirdn2d_low_precision(emulated, dtype, up, down, padding):
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    args = dict(up=upfirdn2d._parse_scaling(up), down=upfirdn2d._parse_scaling(down),
+                padding=upfirdn2d._parse_padding(padding), flip_filter=False, gain=1.7)
+    fn = lambda impl, x: (upfirdn2d._upfirdn2d_ref(x, f, **args) if impl == 'ref'  # noqa: E731
+                          else upfirdn2d._upfirdn2d_cuda(**args).apply(x, f))
+    x = torch.randn(2, 8, 13, 11, dtype=torch.float64).to(memory_format=torch.channels_last)
+    compare(fn, [x], dtype, f'upfirdn2d[up={up}, down={down}, pad={padding}]')
 
 #----------------------------------------------------------------------------

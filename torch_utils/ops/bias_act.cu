@@ -38,11 +38,13 @@ template <class S> __device__ __forceinline__ ActValues<S> act_values(int act, S
         S s = one / (one + op_exp(-z));
         r.v = s; r.d1 = s * (one - s); r.d2 = r.d1 * (one - 2 * s);
     } else if (act == kBiasActElu) {
-        if (z <= zero) { S e = op_exp(z); r.v = e - one; r.d1 = e; r.d2 = e; }
+        // At z == 0 the reference takes d1 from the exponential side and d2 from the linear side
+        // (d2 = 0); half-precision inputs hit z == 0 exactly (x == -b) often enough to matter.
+        if (z <= zero) { S e = op_exp(z); r.v = e - one; r.d1 = e; r.d2 = z < zero ? e : zero; }
     } else if (act == kBiasActSelu) {
         const S scale = (S)1.0507009873554804934193349852946, la = (S)1.7580993408473768599402175208123;
         if (z > zero) { r.v = scale * z; r.d1 = scale; }
-        else { S e = op_exp(z); r.v = la * (e - one); r.d1 = la * e; r.d2 = la * e; }
+        else { S e = op_exp(z); r.v = la * (e - one); r.d1 = la * e; r.d2 = z < zero ? la * e : zero; }
     } else if (act == kBiasActSoftplus) {
         if (z <= (S)20) {   // torch's softplus threshold: linear above 20
             S e = op_exp(z), s = one / (one + op_exp(-z));
@@ -53,6 +55,28 @@ template <class S> __device__ __forceinline__ ActValues<S> act_values(int act, S
         r.v = z * s; r.d1 = s * (one + z * (one - s)); r.d2 = s * (one - s) * (2 + z * (one - 2 * s));
     }
     return r;
+}
+
+//----------------------------------------------------------------------------
+// The stored clamped output. Backward reads the clamp mask from the stored y of relu/lrelu/linear,
+// so |y| must equal the stored clamp exactly when (and only when) the value was clamped. Rounding
+// alone breaks that in half precision: an unclamped 0.7999 rounds onto half(0.8) = 0.7998.
+// Such a value is stored one step below the stored clamp instead (an error of one ulp).
+
+__device__ __forceinline__ float     step_down(float c)     { return nextafterf(c, 0.0f); }
+__device__ __forceinline__ double    step_down(double c)    { return nextafter(c, 0.0); }
+__device__ __forceinline__ c10::Half step_down(c10::Half c) { return c10::Half((unsigned short)(c.x - 1), c10::Half::from_bits()); }
+
+template <class T, class S> __device__ __forceinline__ T store_clamped(S v, S clamp, T clamp_t)
+{
+    if (v > clamp)  return clamp_t;
+    if (v < -clamp) return (T)(-(S)clamp_t);
+    T y = (T)v;
+    if ((S)clamp_t > (S)0 && !(op_abs((S)y) < (S)clamp_t)) {
+        S below = (S)step_down(clamp_t);
+        y = (T)(v > (S)0 ? below : -below);
+    }
+    return y;
 }
 
 //----------------------------------------------------------------------------
@@ -69,22 +93,24 @@ template <class T> __global__ void bias_act_kernel(BiasActParams p)
     T* out = (T*)p.out;
     const S gain = (S)p.gain, clamp = (S)p.clamp, alpha = (S)p.alpha, zero = 0;
     const bool use_clamp = p.clamp >= 0;
+    const T clamp_t = (T)clamp;     // the clamp as stored in y
     const bool y_based = (p.act == kBiasActLinear || p.act == kBiasActRelu || p.act == kBiasActLrelu) && yref;
 
     for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel;
          i += (long long)blockDim.x * gridDim.x) {
         S bias = b ? (S)b[(i / p.bias_stride) % p.bias_size] : zero;
         S gi = (S)g[i];
-        S result;
         if (p.mode == 0) {
             S v = act_values<S>(p.act, gi + bias, alpha).v * gain;
-            if (use_clamp) v = v > clamp ? clamp : (v < -clamp ? -clamp : v);
-            result = v;
-        } else if (y_based) {
+            out[i] = use_clamp ? store_clamped<T, S>(v, clamp, clamp_t) : (T)v;
+            continue;
+        }
+        S result;
+        if (y_based) {
             // Piecewise-linear activations: the slope and the clamp mask follow from y alone.
             S y = (S)yref[i];
             S slope = (p.act == kBiasActLinear) ? (S)1 : (y * gain > zero ? (S)1 : (p.act == kBiasActLrelu ? alpha : zero));
-            if (use_clamp && !(op_abs(y) < clamp)) slope = zero;
+            if (use_clamp && !(op_abs(y) < (S)clamp_t)) slope = zero;
             result = (p.mode == 1) ? gi * slope * gain : zero;
         } else {
             S z = (xref ? (S)xref[i] : zero) + bias;

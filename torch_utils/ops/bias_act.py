@@ -121,7 +121,8 @@ def _load_plugin():
         sources=['bias_act.cpp', 'bias_act.cu'],
         headers=['bias_act.h'],
         source_dir=src,
-        extra_cuda_cflags=['--use_fast_math'],
+        # No --use_fast_math: it turns tanhf into the ~11-bit tanh.approx instruction, which breaks
+        # tanh's gradient and clamp mask in fp32; the kernel is memory-bound, so it would buy nothing.
     )
 
 #----------------------------------------------------------------------------
@@ -141,7 +142,9 @@ def _like(t, ref):
     return out
 
 def _sum_except(t, dim):
-    return t.sum([i for i in range(t.ndim) if i != dim])
+    # The bias gradient sums many elements: accumulate in fp32 whatever t's dtype (fp64 stays fp64).
+    acc = torch.float64 if t.dtype == torch.float64 else torch.float32
+    return t.sum([i for i in range(t.ndim) if i != dim], dtype=acc).to(t.dtype)
 
 #----------------------------------------------------------------------------
 # CUDA autograd functions, built once per static configuration. Forward saves x only when the
