@@ -188,7 +188,12 @@ def parse_resolution(text: str | None) -> tuple:
         dims = []
     if len(dims) not in (1, 2) or min(dims) < 1:
         raise click.BadParameter(f'"{text}" is not a size; use e.g. 256 or 512x384', param_hint='--resolution')
+    if min(dims) < MIN_RESOLUTION:
+        raise click.BadParameter(f'"{text}" is smaller than training accepts; use at least {MIN_RESOLUTION}', param_hint='--resolution')
     return dims[0], dims[-1]
+
+
+MIN_RESOLUTION = 4  # The networks start at 4x4; train.py refuses anything smaller.
 
 
 def check_first_image(img: PIL.Image.Image, name: str) -> None:
@@ -196,6 +201,9 @@ def check_first_image(img: PIL.Image.Image, name: str) -> None:
     if w != h:
         raise click.ClickException(f'{name}: images are {w}x{h} after the transform, but training needs square images; '
                                    f'pass --transform=center-crop (or center-crop-wide) and --resolution')
+    if w < MIN_RESOLUTION:
+        raise click.ClickException(f'{name}: images are {w}x{h}, but training needs at least {MIN_RESOLUTION}x{MIN_RESOLUTION}; '
+                                   f'pass --resolution={MIN_RESOLUTION} or larger')
     if w & (w - 1) != 0:
         raise click.ClickException(f'{name}: resolution {w} is not a power of two; pass e.g. --resolution={1 << (w.bit_length() - 1)}')
 

@@ -5,6 +5,7 @@ same images. Off CUDA the networks run in fp32 automatically. Every input is che
 image is written, and every PNG is written atomically, so bad input leaves no partial files.
 """
 
+import math
 import os
 import re
 from typing import List, Optional
@@ -18,30 +19,34 @@ import dnnlib
 import legacy
 
 #----------------------------------------------------------------------------
-# "0-3,7,10-11" -> [0, 1, 2, 3, 7, 10, 11]; seeds must fit numpy's RandomState.
+# "0-3,7,10-11" -> [0, 1, 2, 3, 7, 10, 11]; seeds must fit numpy's RandomState. Every bound is
+# checked before a range is expanded, so "0-99999999999" is an error, not an exhausted RAM.
+
+MAX_SEED = 2 ** 32 - 1
+MAX_SEEDS = 1_000_000   # One PNG per seed; 50k (an FID set) fits with room to spare.
 
 def parse_seeds(text: str) -> List[int]:
-    seeds = []
+    ranges = []
     for part in str(text).split(','):
         part = part.strip()
         if part == '':
             continue
-        m = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part)
-        if m:
-            lo, hi = int(m.group(1)), int(m.group(2))
-            if hi < lo:
-                raise ValueError(f'range "{part}" is empty (end before start)')
-            seeds.extend(range(lo, hi + 1))
-        elif re.fullmatch(r'\d+', part):
-            seeds.append(int(part))
-        else:
+        m = re.fullmatch(r'(\d+)\s*-\s*(\d+)', part) or re.fullmatch(r'(\d+)()', part)
+        if not m:
             raise ValueError(f'"{part}" is not a seed or a range like 0-3')
-    if not seeds:
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) else lo
+        if hi < lo:
+            raise ValueError(f'range "{part}" is empty (end before start)')
+        if hi > MAX_SEED:
+            raise ValueError(f'seed {hi} is too large (max {MAX_SEED})')
+        ranges.append((lo, hi))
+    count = sum(hi - lo + 1 for lo, hi in ranges)
+    if count == 0:
         raise ValueError('no seeds given; use e.g. --seeds=0-3,7')
-    for seed in seeds:
-        if seed >= 2 ** 32:
-            raise ValueError(f'seed {seed} is too large (max {2 ** 32 - 1})')
-    return seeds
+    if count > MAX_SEEDS:
+        raise ValueError(f'--seeds="{text}" asks for {count} images, more than {MAX_SEEDS}; split it into several runs')
+    return [seed for lo, hi in ranges for seed in range(lo, hi + 1)]
 
 #----------------------------------------------------------------------------
 # One-hot label [1, c_dim] for --class; an unconditional network takes an empty label.
@@ -149,6 +154,8 @@ def run_generate(network_pkl: str, seeds: Optional[str], truncation_psi: float, 
     """Library entry point of the CLI; returns the written paths."""
     if projected_w is None and seeds is None:
         raise ValueError('--seeds: required unless --projected-w is given; use e.g. --seeds=0-3')
+    if not math.isfinite(truncation_psi):
+        raise ValueError(f'--trunc: {truncation_psi} is not a finite number; use e.g. --trunc=1 (off) or --trunc=0.7')
     seed_list = parse_seeds(seeds) if projected_w is None else []
     dev = resolve_device(device)
     force_fp32 = (dev.type != 'cuda') # fp16 is slow or unsupported off CUDA.

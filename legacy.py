@@ -28,6 +28,8 @@ import torch
 import dnnlib
 from torch_utils import misc
 from torch_utils import persistence
+from torch_utils import safe_tensors
+from training import stored_kwargs
 
 #----------------------------------------------------------------------------
 # One-line error for anything wrong with a network pickle.
@@ -63,9 +65,10 @@ class _StorageType:
         self.dtype = dtype
 
 class _LegacyStreamUnpickler(pickle.Unpickler):
-    def __init__(self, f, storages: dict):
+    def __init__(self, f, storages: dict, max_bytes: int):
         super().__init__(f)
         self.storages = storages
+        self.max_bytes = max_bytes # A storage cannot hold more bytes than the stream that carries it.
 
     def find_class(self, module, name):
         if module == 'torch' and name in _STORAGE_DTYPES:
@@ -76,6 +79,8 @@ class _LegacyStreamUnpickler(pickle.Unpickler):
         if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == 'storage' and isinstance(pid[1], _StorageType)):
             raise NetworkPickleError('Tensor data has an unsupported storage reference')
         _, stype, key, _location, numel = pid[:5]
+        if type(numel) is not int or not 0 <= numel * stype.dtype.itemsize <= self.max_bytes:
+            raise NetworkPickleError(f'Tensor data declares {numel!r} elements, more than the file holds')
         if key not in self.storages:
             self.storages[key] = torch.empty([int(numel)], dtype=stype.dtype)
         return torch.storage.TypedStorage(wrap_storage=self.storages[key].untyped_storage(), dtype=stype.dtype, _internal=True)
@@ -84,13 +89,13 @@ def parse_legacy_torch_stream(b: bytes) -> Any:
     """Read a legacy torch.save stream by hand: magic, protocol, sys_info, object, keys, raw data."""
     f = io.BytesIO(b)
     storages = {}
-    header = [_LegacyStreamUnpickler(f, storages).load() for _ in range(3)]
+    header = [_LegacyStreamUnpickler(f, storages, len(b)).load() for _ in range(3)]
     if header[0] != _LEGACY_MAGIC or header[1] != _LEGACY_PROTOCOL:
         raise NetworkPickleError('Tensor data is not a legacy torch.save stream')
     if not header[2].get('little_endian', True):
         raise NetworkPickleError('Tensor data was written on a big-endian machine; not supported')
-    result = _LegacyStreamUnpickler(f, storages).load()
-    keys = _LegacyStreamUnpickler(f, storages).load()
+    result = _LegacyStreamUnpickler(f, storages, len(b)).load()
+    keys = _LegacyStreamUnpickler(f, storages, len(b)).load()
     for key in keys:
         (numel,) = struct.unpack('<q', f.read(8))
         dst = storages[key]
@@ -128,9 +133,20 @@ def _safe_reconstruct(meta: Any) -> Any:
         raise NetworkPickleError(f'This is a StyleGAN3 pickle (class "{meta["class_name"]}"); only StyleGAN2(-ADA) networks are supported')
     if meta.get('version') != persistence._version or meta.get('type') != 'class':
         raise NetworkPickleError(f'Unsupported persistence format (type {meta.get("type")!r}, version {meta.get("version")!r})')
+    _check_stored_arguments(meta['class_name'], meta.get('state'))
     if persistence.is_own_source(meta['module_src']):
         return persistence.reconstruct(meta, allow_exec=False)
     return PersistentStub(meta['class_name'], meta.get('state'))
+
+def _check_stored_arguments(class_name: str, state: Any) -> None:
+    # Every constructor argument is checked before anything is built from it (own source or not).
+    if not isinstance(state, dict) or '_init_kwargs' not in state:
+        return
+    try:
+        stored_kwargs.check_args(state.get('_init_args'), f'{class_name} positional arguments')
+        stored_kwargs.check(state['_init_kwargs'], f'{class_name} argument')
+    except ValueError as err:
+        raise NetworkPickleError(f'stored network arguments are invalid: {err}') from None
 
 def _rebuild_stubs(data: Any, name: str) -> Any:
     """Rebuild top-level stubs as our classes; unknown classes stay stubs for _validate to report."""
@@ -146,7 +162,7 @@ def _rebuild_stubs(data: Any, name: str) -> Any:
             continue
         try:
             out[key] = persistence.rebuild_from_state(value.class_name, value.state)
-        except pickle.UnpicklingError as err:
+        except _LOAD_ERRORS as err:
             if key not in ('G', 'D', 'G_ema'): # Only the networks are essential; e.g. generation needs no augment_pipe.
                 warnings.warn(f'{name}: {key} could not be rebuilt and was dropped ({err})')
                 out[key] = None
@@ -273,6 +289,7 @@ def convert_tf_generator(tf_G: TFNetworkStub) -> torch.nn.Module:
     if _tf_lod_layers(tf_vars, 'ToRGB', kwargs.img_resolution):
         kwargs.synthesis_kwargs.architecture = 'orig'
 
+    stored_kwargs.check(kwargs, 'TensorFlow generator setting')
     from training import networks # pylint: disable=import-outside-toplevel
     G = networks.Generator(**kwargs).eval().requires_grad_(False)
     noise_index = lambda r, conv: int(np.log2(r)) * 2 - 5 + conv # noise0 is b4.conv1; then two per block.
@@ -331,6 +348,7 @@ def convert_tf_discriminator(tf_D: TFNetworkStub) -> torch.nn.Module:
     if _tf_lod_layers(tf_vars, 'FromRGB', kwargs.img_resolution):
         kwargs.architecture = 'orig'
 
+    stored_kwargs.check(kwargs, 'TensorFlow discriminator setting')
     from training import networks # pylint: disable=import-outside-toplevel
     D = networks.Discriminator(**kwargs).eval().requires_grad_(False)
 
@@ -382,12 +400,11 @@ def _allowed_globals() -> dict:
         ('_codecs', 'encode'): _latin1_encode,   # Protocol <= 2 stores bytes this way.
         ('numpy', 'dtype'): np.dtype,
         ('numpy', 'ndarray'): np.ndarray,
-        ('torch._utils', '_rebuild_tensor_v2'): torch._utils._rebuild_tensor_v2,
-        ('torch._utils', '_rebuild_parameter'): torch._utils._rebuild_parameter,
+        ('torch._utils', '_rebuild_tensor_v2'): safe_tensors.rebuild_tensor_v2,
+        ('torch._utils', '_rebuild_parameter'): safe_tensors.rebuild_parameter,
+        ('torch._utils', '_rebuild_parameter_with_state'): safe_tensors.rebuild_parameter_with_state,
         ('torch.storage', '_load_from_bytes'): _load_from_bytes,
     }
-    if hasattr(torch._utils, '_rebuild_parameter_with_state'):
-        allowed[('torch._utils', '_rebuild_parameter_with_state')] = torch._utils._rebuild_parameter_with_state
     for prefix in ('numpy.core.multiarray', 'numpy._core.multiarray'):
         allowed[(prefix, 'scalar')] = core.multiarray.scalar
         allowed[(prefix, '_reconstruct')] = core.multiarray._reconstruct
@@ -427,8 +444,17 @@ def unsafe_allowed(allow_unsafe: bool = False) -> bool:
 
 #----------------------------------------------------------------------------
 
+# What a hostile or damaged file can make the loading code raise; each becomes one NetworkPickleError.
+_LOAD_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+                ImportError, RuntimeError, struct.error, UnicodeDecodeError, MemoryError, ArithmeticError, AssertionError)
+
+def _one_line(err: BaseException) -> str:
+    return str(err).splitlines()[0] if str(err) else type(err).__name__
+
 def load_network_pkl(f: Any, force_fp16: bool = False, allow_unsafe: bool = False) -> dict:
-    """Load a network pickle into {G, D, G_ema, augment_pipe, training_set_kwargs, ...extra keys}."""
+    """Load a network pickle into {G, D, G_ema, augment_pipe, training_set_kwargs, ...extra keys}.
+
+    Every failure, whatever its cause, is raised as one NetworkPickleError naming the file."""
     name = _source_name(f)
     unpickler_class = _UnsafeUnpickler if unsafe_allowed(allow_unsafe) else _SafeUnpickler
     persistence._import_known_modules() # Register our classes before the first lookup.
@@ -436,10 +462,8 @@ def load_network_pkl(f: Any, force_fp16: bool = False, allow_unsafe: bool = Fals
         data = unpickler_class(f).load()
     except NetworkPickleError as err:
         raise NetworkPickleError(f'Cannot load network pickle "{name}": {err}') from None
-    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError, AttributeError,
-            ImportError, RuntimeError, struct.error, UnicodeDecodeError, MemoryError) as err:
-        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
-        raise NetworkPickleError(f'Cannot load network pickle "{name}": the file is truncated or corrupt ({type(err).__name__}: {reason})') from None
+    except _LOAD_ERRORS as err:
+        raise NetworkPickleError(f'Cannot load network pickle "{name}": the file is truncated or corrupt ({type(err).__name__}: {_one_line(err)})') from None
 
     data = _rebuild_stubs(data, name)
 
@@ -447,12 +471,15 @@ def load_network_pkl(f: Any, force_fp16: bool = False, allow_unsafe: bool = Fals
     if isinstance(data, tuple) and len(data) == 3 and all(isinstance(net, TFNetworkStub) for net in data):
         try:
             data = convert_tf_networks(*data)
-        except (ValueError, KeyError, TypeError, AssertionError) as err:
-            raise NetworkPickleError(f'Cannot convert TensorFlow network pickle "{name}": {err}') from None
+        except _LOAD_ERRORS as err:
+            raise NetworkPickleError(f'Cannot convert TensorFlow network pickle "{name}": {_one_line(err)}') from None
 
     data = _validate(data, name)
     if force_fp16:
-        data = _force_fp16(data)
+        try:
+            data = _force_fp16(data)
+        except _LOAD_ERRORS as err:
+            raise NetworkPickleError(f'Cannot rebuild network pickle "{name}" with fp16: {_one_line(err)}') from None
     return data
 
 #----------------------------------------------------------------------------

@@ -156,3 +156,134 @@ def test_unsafe_opt_in_unknown_value_is_refused(monkeypatch, value):
     monkeypatch.setenv(persistence.UNSAFE_ENV_VAR, value)
     with pytest.raises(legacy.NetworkPickleError, match=persistence.UNSAFE_ENV_VAR):
         legacy.load_network_pkl(__import__('io').BytesIO(pickle.dumps(dict(G=1))))
+
+#----------------------------------------------------------------------------
+# Stored constructor arguments are checked before any network is built; every failure is one
+# NetworkPickleError. The pickles carry a foreign module source, as upstream's do, so the loader
+# rebuilds our classes from the stored arguments.
+
+def _foreign_pickle(obj, **kwarg_overrides):
+    import io
+
+    class P(pickle.Pickler):
+        def reducer_override(self, o):
+            if persistence.is_persistent(o) and not isinstance(o, type):
+                fn, args, state = o.__reduce_ex__(2)[:3]
+                meta = dict(args[0], module_src='# not our source\n')
+                if meta['class_name'] == 'Generator':
+                    meta['state'] = dict(meta['state'], _init_kwargs=dict(meta['state']['_init_kwargs'], **kwarg_overrides))
+                return fn, (meta,), state
+            return NotImplemented
+    f = io.BytesIO()
+    P(f).dump(obj)
+    return f.getvalue()
+
+
+@pytest.mark.parametrize('override, key', [
+    (dict(img_resolution=3), 'img_resolution'),
+    (dict(w_dim=2 ** 20), 'w_dim'),
+    (dict(z_dim=-1), 'z_dim'),
+    (dict(synthesis_kwargs=dict(architecture='evil')), 'architecture'),
+    (dict(mapping_kwargs=dict(lr_multiplier=float('nan'))), 'lr_multiplier'),
+])
+def test_stored_constructor_arguments_are_range_checked(override, key):
+    import io
+    G, D = _tiny_nets()
+    blob = _foreign_pickle(dict(G=G, D=D, G_ema=G), **override)
+    with pytest.raises(legacy.NetworkPickleError, match=key) as info:
+        legacy.load_network_pkl(io.BytesIO(blob))
+    assert '\n' not in str(info.value)
+
+
+def test_foreign_pickle_with_sane_arguments_still_loads():
+    import io
+    G, D = _tiny_nets()
+    loaded = legacy.load_network_pkl(io.BytesIO(_foreign_pickle(dict(G=G, D=D, G_ema=G))))
+    assert loaded['G_ema'].img_resolution == 16
+
+
+def test_constructor_failure_is_one_network_pickle_error(monkeypatch):
+    # Arguments that pass the checks can still trip an assert inside a constructor (a combination the
+    # checks do not model); it must surface as NetworkPickleError, not as a raw AssertionError.
+    import io
+    G, D = _tiny_nets()
+    blob = _foreign_pickle(dict(G=G, D=D, G_ema=G))
+    def refuse(self, *args, **kwargs):
+        raise AssertionError('inconsistent arguments')
+    monkeypatch.setattr(networks.Generator, '__init__', refuse)
+    with pytest.raises(legacy.NetworkPickleError, match='inconsistent arguments'):
+        legacy.load_network_pkl(io.BytesIO(blob))
+
+
+#----------------------------------------------------------------------------
+# Tensor rebuild: an offset past the end of its storage must not hand out uninitialised memory.
+
+class _TensorView:
+    def __init__(self, storage, offset, size, stride):
+        self.args = (storage, offset, size, stride)
+
+    def __reduce__(self):
+        import collections
+        storage, offset, size, stride = self.args
+        return torch._utils._rebuild_tensor_v2, (storage, offset, size, stride, False, collections.OrderedDict())
+
+
+@pytest.mark.parametrize('offset, size, stride', [(1000, (4,), (1,)), (2, (4,), (1,)), (0, (2, 2), (4, 1)), (0, (1 << 40,), (0,))])
+def test_tensor_view_outside_its_storage_is_refused(offset, size, stride):
+    import io
+    G, D = _tiny_nets()
+    storage = torch.arange(4, dtype=torch.float32).untyped_storage()
+    typed = torch.storage.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+    blob = pickle.dumps(dict(G=G, D=D, G_ema=G, extra=_TensorView(typed, offset, size, stride)))
+    with pytest.raises(legacy.NetworkPickleError, match='storage'):
+        legacy.load_network_pkl(io.BytesIO(blob))
+
+
+def test_tensor_view_inside_its_storage_loads():
+    import io
+    G, D = _tiny_nets()
+    storage = torch.arange(4, dtype=torch.float32).untyped_storage()
+    typed = torch.storage.TypedStorage(wrap_storage=storage, dtype=torch.float32, _internal=True)
+    blob = pickle.dumps(dict(G=G, D=D, G_ema=G, extra=_TensorView(typed, 1, (3,), (1,))))
+    assert legacy.load_network_pkl(io.BytesIO(blob))['extra'].tolist() == [1, 2, 3]
+
+#----------------------------------------------------------------------------
+# generate.py: --seeds bounded before expansion, non-finite --trunc refused.
+
+def test_huge_seed_range_is_refused_before_expansion():
+    import generate
+    import tracemalloc
+    tracemalloc.start()
+    with pytest.raises(ValueError, match='too large'):
+        generate.parse_seeds('0-99999999999')
+    with pytest.raises(ValueError, match='more than'):
+        generate.parse_seeds('0-4000000000')
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 10 << 20
+    assert generate.parse_seeds('3-5,9') == [3, 4, 5, 9]
+
+
+@pytest.mark.parametrize('trunc', ['nan', 'inf', '-inf'])
+def test_non_finite_trunc_is_refused(tmp_path, trunc):
+    import generate
+    pkl = _snapshot(tmp_path / 'net.pkl')
+    res = CliRunner().invoke(generate.generate_images, [f'--network={pkl}', '--seeds=0', f'--trunc={trunc}',
+                                                        f'--outdir={tmp_path / "out"}', '--device=cpu'])
+    assert res.exit_code != 0 and '--trunc' in res.output
+    assert not (tmp_path / 'out').exists()
+
+#----------------------------------------------------------------------------
+# dataset_tool.py: images smaller than training accepts are refused at conversion time.
+
+@pytest.mark.parametrize('args', [[], ['--resolution=2']])
+def test_dataset_tool_refuses_images_below_4x4(tmp_path, args):
+    import PIL.Image
+    import dataset_tool
+    src = tmp_path / 'src'
+    src.mkdir()
+    for i in range(3):
+        PIL.Image.new('RGB', (1, 1) if not args else (8, 8), (i, 0, 0)).save(src / f'{i}.png')
+    res = CliRunner().invoke(dataset_tool.main, [f'--source={src}', f'--dest={tmp_path / "out.zip"}'] + args)
+    assert res.exit_code != 0 and '4' in res.output
+    assert not (tmp_path / 'out.zip').exists()

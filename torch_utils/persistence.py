@@ -231,8 +231,8 @@ def rebuild_from_state(class_name: str, state: dict) -> Any:
     try:
         with torch.random.fork_rng(devices=[]), _SkipRandomInit(): # Every tensor is overwritten below.
             obj = cls(*args, **kwargs)
-    except TypeError as err:
-        raise pickle.UnpicklingError(f'Cannot rebuild "{class_name}" from its stored arguments ({err}); '
+    except (TypeError, ValueError, AssertionError, RuntimeError, KeyError, IndexError, ArithmeticError, MemoryError) as err:
+        raise pickle.UnpicklingError(f'Cannot rebuild "{class_name}" from its stored arguments ({type(err).__name__}: {err}); '
             f'the network comes from a different StyleGAN version or fork') from None
     src = state_tensors(state)
     dst = dict(obj.named_parameters()) if isinstance(obj, torch.nn.Module) else {}
