@@ -14,6 +14,7 @@ import tempfile
 import click
 
 import dnnlib
+from asa_plugin import ada
 from training import config
 
 #----------------------------------------------------------------------------
@@ -43,11 +44,8 @@ def subprocess_fn(rank: int, options: dict, temp_dir: str, init_method: str | No
             url = 'file:///' + init_file.replace('\\', '/').lstrip('/') if os.name == 'nt' else f'file://{init_file}'
             distributed.init_distributed(rank, options['num_gpus'], url, device=options['device'])
         if rank != 0:
-            try:
-                from torch_utils import custom_ops
-                custom_ops.verbosity = 'none'
-            except ImportError:
-                pass
+            from torch_utils import custom_ops
+            custom_ops.verbosity = 'none'
         from training import training_loop
         training_loop.training_loop(rank=rank, **options)
     finally:
@@ -150,7 +148,7 @@ def write_options(run_dir: str, options: dict) -> None:
 @click.option('--aug', help='noaug | ada | fixed, or a spec like ada:bgc+asa [default: ada]', metavar='SPEC')
 @click.option('--p', help='With --aug=fixed: the p used for the whole run', type=float)
 @click.option('--target', help='Target of ADA\'s overfitting heuristic r_t, with --aug=ada', type=float)
-@click.option('--augpipe', help='ADA pipe preset (ops enabled) [default: bgc]', type=click.Choice(list(config.AUGPIPES)))
+@click.option('--augpipe', help='ADA pipe preset (ops enabled) [default: bgc]', type=click.Choice(list(ada.PRESETS)))
 # Transfer learning and resume.
 @click.option('--resume', help='Resume from a path, URL, preset name, or "latest" under --outdir [default: noresume]', metavar='PKL')
 @click.option('--freezed', help='Freeze the first N layers of D (Freeze-D) [default: 0]', type=int, metavar='INT')

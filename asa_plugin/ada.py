@@ -21,7 +21,7 @@ from .registry import register_augment
 from .rng import MethodRandom
 
 #----------------------------------------------------------------------------
-# Pipe presets of upstream's --augpipe (COMPAT.md 1.2): each listed op's multiplier is 1.
+# Pipe presets of upstream's --augpipe (docs/ada.md), the one table: each listed op's multiplier is 1.
 
 OPS = ['xflip', 'rotate90', 'xint', 'scale', 'rotate', 'aniso', 'xfrac',
        'brightness', 'contrast', 'lumaflip', 'hue', 'saturation', 'imgfilter', 'noise', 'cutout']
@@ -58,11 +58,54 @@ def pipe_kwargs(pipe: str) -> dict:
     return {op: kwargs[op] for op in OPS if op in kwargs}  # upstream's keyword order
 
 #----------------------------------------------------------------------------
+# The one translator from upstream's augmentation settings to an --aug spec (docs/ada.md).
+
+UPSTREAM_AUGS = ('noaug', 'ada', 'fixed')
+
+def upstream_spec(aug: str, p=None, target=None, augpipe=None, interval=None, kimg=None) -> str:
+    """Spec for upstream's --aug=noaug|ada|fixed with --p, --target and --augpipe (and the
+    ada_interval/ada_kimg of its options). Not validated here; see asa_plugin.validate_spec."""
+    if aug not in UPSTREAM_AUGS:
+        raise ValueError(f'aug="{aug}" is not one of upstream\'s {", ".join(UPSTREAM_AUGS)}')
+    if aug == 'noaug':
+        return 'noaug'
+    options = [augpipe or 'bgc']
+    if aug == 'ada':
+        options.append(f'target={0.6 if target is None else target:g}')
+        options += [f'{key}={value:g}' for key, value in (('interval', interval), ('kimg', kimg), ('p', p)) if value]
+    elif p is not None:
+        options.append(f'p={p:g}')
+    return f'{aug}:' + ','.join(options)
+
+
+def pipe_from_kwargs(augment_kwargs: dict) -> str:
+    """Pipe words for upstream's augment_kwargs (a preset name when its ops match one exactly)."""
+    ops = {k: v for k, v in augment_kwargs.items() if k != 'class_name'}
+    unknown = sorted(k for k, v in ops.items() if k not in OPS or v not in (0, 1))
+    if unknown:
+        raise ValueError(f'augment_kwargs: {", ".join(unknown)} is not an op switched on or off (0/1); '
+                         f'give the augmentation as aug_spec instead, e.g. ada:bgc,target=0.6')
+    on = [op for op in OPS if ops.get(op)]
+    return next((name for name, preset in PRESETS.items() if sorted(preset) == sorted(on)), ','.join(on))
+
+
+def spec_from_upstream_options(augment_kwargs, augment_p=0, ada_target=None, ada_interval=None, ada_kimg=None) -> str:
+    """Spec for an options dict written by upstream's train.py (no aug_spec): its keys, once."""
+    if augment_kwargs is None:
+        return 'noaug'
+    aug = 'ada' if ada_target is not None else 'fixed'
+    return upstream_spec(aug, p=augment_p, target=ada_target, augpipe=pipe_from_kwargs(augment_kwargs),
+                         interval=ada_interval, kimg=ada_kimg)
+
+#----------------------------------------------------------------------------
 # Shared by ada and fixed: the pipe, its random stream, and the hooks that do not depend on how
 # p is chosen. The pipe's p buffer always mirrors `self.p`, so snapshots carry it.
 
 class _PipeMethod(AugmentMethod):
     spec_words = 'pipe'
+    stage = 20              # after APA's mix, before DAG's heads
+    image_space = True
+    provides_p = True
 
     def __init__(self, pipe: str, seed: Optional[int]):
         super().__init__()
@@ -115,6 +158,16 @@ class AdaptiveAugment(_PipeMethod):
         seed:     Optional[int] = None, # Seed of the pipe's random stream; None = from torch's RNG.
     ):
         super().__init__(pipe, seed)
+        self.check_options(dict(pipe=pipe, target=target, interval=interval, kimg=kimg, p=p))
+        self.kimg_option = None if kimg is None else float(kimg)
+        self.controller = AdaptiveP(target=target, interval=int(interval), kimg=kimg or 500, p=float(p))
+        self._sync_pipe_p()
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        pipe_kwargs(options.get('pipe', 'bgc'))
+        target, interval = options.get('target', 0.6), options.get('interval', 4)
+        kimg, p = options.get('kimg'), options.get('p', 0.0)
         if not 0 < float(target) < 1:
             raise ValueError(f'target={target} is outside (0, 1)')
         if int(interval) != interval or interval < 1:
@@ -123,9 +176,6 @@ class AdaptiveAugment(_PipeMethod):
             raise ValueError(f'kimg={kimg} must be > 0')
         if not float(p) >= 0:
             raise ValueError(f'p={p} must be >= 0')
-        self.kimg_option = None if kimg is None else float(kimg)
-        self.controller = AdaptiveP(target=target, interval=int(interval), kimg=kimg or 500, p=float(p))
-        self._sync_pipe_p()
 
     @property
     def p(self) -> float:
@@ -168,12 +218,18 @@ class FixedAugment(_PipeMethod):
         seed: Optional[int] = None, # Seed of the pipe's random stream; None = from torch's RNG.
     ):
         super().__init__(pipe, seed)
+        self.check_options(dict(pipe=pipe, p=p))
+        self._p = float(p)
+        self._sync_pipe_p()
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        pipe_kwargs(options.get('pipe', 'bgc'))
+        p = options.get('p')
         if p is None:
             raise ValueError('p is required for fixed; give a value in [0, 1], e.g. fixed:bgc,p=0.2')
         if not 0 <= float(p) <= 1:
             raise ValueError(f'p={p} is outside [0, 1]')
-        self._p = float(p)
-        self._sync_pipe_p()
 
     @property
     def p(self) -> float:

@@ -38,6 +38,8 @@ def pseudo_mix(real_img: torch.Tensor, real_c: torch.Tensor, gen_img: torch.Tens
 
 @register_augment('apa')
 class APA(AugmentMethod):
+    stage = 10              # first on D's input path: replaces reals before any augmentation
+
     def __init__(self,
         p:           float = 0.0,   # Initial (adaptive) or constant (adaptive=false) probability, in [0, 1].
         target:      float = 0.6,   # Target of r_t = E[sign(D(mixed reals))], in (0, 1); official 0.6.
@@ -49,6 +51,19 @@ class APA(AugmentMethod):
         seed:        Optional[int] = None, # Seed of the method's generator; None = from torch's RNG.
     ):
         super().__init__()
+        self.check_options(dict(p=p, target=target, interval=interval, kimg=kimg))
+        self.kimg_given = kimg is not None
+        self.controller = AdaptiveP(target=target, interval=interval, kimg=500 if kimg is None else kimg, p=float(p))
+        self.adaptive = bool(adaptive)
+        self.shared_p = bool(shared_p)
+        self.swap_labels = bool(swap_labels)
+        self.rng = MethodRandom(seed)
+        self._p_source = []     # [method owning the ADA pipe] when shared_p; a list so it is not a submodule
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        p, target = options.get('p', 0.0), options.get('target', 0.6)
+        interval, kimg = options.get('interval', 4), options.get('kimg')
         if not 0 <= p <= 1:
             raise ValueError(f'p={p} is outside [0, 1]')
         if not 0 < target < 1:
@@ -57,13 +72,25 @@ class APA(AugmentMethod):
             raise ValueError(f'interval={interval} must be an integer >= 1')
         if kimg is not None and not kimg > 0:
             raise ValueError(f'kimg={kimg} must be > 0')
-        self.kimg_given = kimg is not None
-        self.controller = AdaptiveP(target=target, interval=interval, kimg=500 if kimg is None else kimg, p=float(p))
-        self.adaptive = bool(adaptive)
-        self.shared_p = bool(shared_p)
-        self.swap_labels = bool(swap_labels)
-        self.rng = MethodRandom(seed)
-        self._p_source = []     # [method owning the ADA pipe] when shared_p; a list so it is not a submodule
+
+    @classmethod
+    def spec_conflict(cls, options: dict, others: dict):
+        # shared_p needs a method that provides p, and makes APA's own controller options meaningless.
+        if not options.get('shared_p', False):
+            return None
+        if not any(other.provides_p for other, _ in others.values()):
+            return 'apa:shared_p shares APA\'s p with the ADA pipe, but there is no ada or fixed; add one or drop shared_p'
+        ignored = sorted(k for k in ('p', 'target', 'interval', 'kimg', 'adaptive') if k in options)
+        if ignored:
+            return (f'apa:shared_p takes p from the ADA pipe, so apa option(s) {", ".join(ignored)} would be ignored; '
+                    f'set them on ada instead or drop shared_p')
+        return None
+
+    def link(self, methods: list) -> None:
+        # shared_p: follow the stack's p provider (without one, patches/ links upstream's own pipe).
+        source = next((m for m in methods if m.provides_p), None)
+        if self.shared_p and source is not None:
+            self.set_p_source(source)
 
     def setup(self, ctx: PluginContext) -> None:
         super().setup(ctx)

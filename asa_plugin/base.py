@@ -52,6 +52,34 @@ class AugmentMethod(torch.nn.Module):
     name: str = ''                  # Registry name, set by @register_augment.
     needs_features: bool = False    # D must also return its penultimate features.
 
+    # Facts the generic layer reads (spec rules in spec.py, order in stack.py); each method states
+    # its own, so nothing generic names a method (docs/design.md "Augmentation plugin API").
+    stage: int = 50                 # Position on D's input path; lower runs earlier, ties keep spec order.
+    image_space: bool = False       # Transforms every image D sees (at most one such method, see below).
+    provides_p: bool = False        # Owns an augmentation probability p that another method may share.
+    alone: bool = False             # Means "no augmentation": cannot be combined with other methods.
+    image_space_hint: str = ''      # Appended to the "both augment every image" error: how to combine on purpose.
+    spec_words: Optional[str] = None  # Constructor argument that collects a spec's bare words, if any.
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        """Raise ValueError for option values out of range; builds nothing (spec validation)."""
+
+    @classmethod
+    def spec_conflict(cls, options: dict, others: dict) -> Optional[str]:
+        """Why this method with ``options`` does not fit next to ``others`` ({name: (class, options)}),
+        or None. The generic rules (duplicates, ``alone``, one ``provides_p``, one ``image_space``)
+        are checked by spec.py before this."""
+        return None
+
+    @classmethod
+    def shares_image_space(cls, options: dict) -> bool:
+        """True when this image-space method may run after another one on explicit request."""
+        return False
+
+    def link(self, methods: list) -> None:
+        """Connect to other methods of the same stack; called once by the stack after setup."""
+
     def setup(self, ctx: PluginContext) -> None:
         """Called once after G and D exist and before the first iteration."""
         self.ctx = ctx

@@ -105,6 +105,7 @@ def head_logits(features: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
 class DAG(AugmentMethod):
     spec_words = 'policy'
     needs_features = True
+    stage = 30              # extra heads on transformed views, after image-space augmentation
 
     def __init__(self,
         policy:        str   = 'rotation',  # Comma-separated transform groups: rotation, fliprot, cropping, translation, cutout.
@@ -114,11 +115,9 @@ class DAG(AugmentMethod):
         seed:          Optional[int] = None, # Seed of the heads' init and the random views.
     ):
         super().__init__()
+        self.check_options(dict(policy=policy, weight_d=weight_d, weight_g=weight_g))
         self.groups = parse_groups(policy)
         self.policy = ','.join(self.groups)
-        for key, value in [('weight_d', weight_d), ('weight_g', weight_g)]:
-            if not (math.isfinite(value) and value >= 0):
-                raise ValueError(f'{key}={value} must be a finite number >= 0')
         self.weight_d = float(weight_d)
         self.weight_g = float(weight_g)
         self.augment_views = bool(augment_views)
@@ -127,6 +126,14 @@ class DAG(AugmentMethod):
         self.register_parameter('head_weight', None)    # [K, O, C] after setup
         self.register_parameter('head_bias', None)      # [K, O]
         self._pending_state = None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        parse_groups(options.get('policy', 'rotation'))
+        for key in ('weight_d', 'weight_g'):
+            value = options.get(key, 1.0)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f'{key}={value} must be a finite number >= 0')
 
     @property
     def num_heads(self) -> int:

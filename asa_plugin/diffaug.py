@@ -144,6 +144,9 @@ def diff_augment(x: torch.Tensor, words: list, gen: torch.Generator,
 @register_augment('diffaug')
 class DiffAugment(AugmentMethod):
     spec_words = 'policy'
+    stage = 21              # after the ADA pipe when both are explicitly allowed (with_ada)
+    image_space = True
+    image_space_hint = ', or add diffaug:...,with_ada to run DiffAugment after the ADA pipe on purpose (the official port makes them exclusive)'
 
     def __init__(self,
         policy:            str   = 'color,translation,cutout', # Comma-separated words, applied in order.
@@ -154,16 +157,32 @@ class DiffAugment(AugmentMethod):
         seed:              Optional[int] = None, # Seed of the method's generator; None = from torch's RNG.
     ):
         super().__init__()
+        self.check_options(dict(policy=policy, translation_ratio=translation_ratio, cutout_ratio=cutout_ratio, p=p))
         self.words = parse_policy(policy)
         self.policy = ','.join(self.words)
-        for key, value in [('translation_ratio', translation_ratio), ('cutout_ratio', cutout_ratio), ('p', p)]:
-            if not 0 <= float(value) <= 1:
-                raise ValueError(f'{key}={value} is outside [0, 1]')
         self.translation_ratio = float(translation_ratio)
         self.cutout_ratio = float(cutout_ratio)
         self.p = float(p)
         self.with_ada = bool(with_ada)
         self.rng = MethodRandom(seed)
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        parse_policy(options.get('policy', 'color,translation,cutout'))
+        for key in ('translation_ratio', 'cutout_ratio', 'p'):
+            value = options.get(key, 0.0)
+            if not 0 <= float(value) <= 1:
+                raise ValueError(f'{key}={value} is outside [0, 1]')
+
+    @classmethod
+    def shares_image_space(cls, options: dict) -> bool:
+        return bool(options.get('with_ada', False))
+
+    @classmethod
+    def spec_conflict(cls, options: dict, others: dict):
+        if options.get('with_ada', False) and not any(other.provides_p for other, _ in others.values()):
+            return 'diffaug:with_ada allows combining with ada or fixed, but neither is in the spec; drop with_ada'
+        return None
 
     def setup(self, ctx: PluginContext) -> None:
         super().setup(ctx)

@@ -10,6 +10,9 @@ from .registry import register_augment
 
 @register_augment('noaug')
 class NoAugment(AugmentMethod):
+    stage = 0
+    alone = True
+
     def describe(self) -> str:
         return 'noaug (no augmentation)'
 

@@ -1,4 +1,5 @@
-"""The ``--aug`` spec grammar: parse, validate against the registry, and print canonically.
+"""The ``--aug`` spec grammar and its rules engine: parse, check against the registry and the
+methods' own facts, and print. The order of methods belongs to stack.py.
 
     spec    := method ('+' method)*
     method  := name [':' option (',' option)*]
@@ -38,36 +39,6 @@ def spec_error(spec, problem: str) -> SpecError:
 def _did_you_mean(word: str, choices) -> str:
     close = difflib.get_close_matches(word, list(choices), n=1)
     return f' Did you mean "{close[0]}"?' if close else ''
-
-#----------------------------------------------------------------------------
-# Where each method sits on D's input path (METHODS.md section 6); the stack runs them in this
-# order and the canonical spec lists them in it. A class may override with a `stage` attribute.
-
-STAGES = {
-    'noaug':   0,   # nothing
-    'apa':     10,  # 1. replace reals by detached fakes
-    'ada':     20,  # 2. image-space augmentation
-    'fixed':   20,
-    'diffaug': 21,  #    (after the ADA pipe when both are explicitly allowed)
-    'dag':     30,  # 3. extra heads on transformed views
-    'asa':     40,  # 5. bound on the logits
-}
-DEFAULT_STAGE = 50  # methods registered later run last, in spec order
-
-#----------------------------------------------------------------------------
-# A method's stage: class attribute, else the table, else last.
-
-def method_stage(name: str) -> int:
-    cls = registry._registry.get(name)
-    stage = getattr(cls, 'stage', None) if cls is not None else None
-    return int(stage) if stage is not None else STAGES.get(name, DEFAULT_STAGE)
-
-#----------------------------------------------------------------------------
-# Canonical order of a parsed spec (ties keep the written order).
-
-def sort_methods(parsed: list) -> list:
-    """Stable sort of ``[(name, options)]`` into the canonical order on D's input path."""
-    return [item for _, item in sorted(enumerate(parsed), key=lambda t: (method_stage(t[1][0]), t[0]))]
 
 #----------------------------------------------------------------------------
 # What a registered class accepts: {option: default} from its constructor signature.
@@ -132,7 +103,7 @@ def _parse_method(spec: str, part: str) -> tuple:
         raise spec_error(spec, f'unknown method "{name}"; registered: {", ".join(registry.list_augments())}.{_did_you_mean(name, registry.list_augments())}')
     cls = registry.get_augment_class(name)
     options, var_kw = method_options(cls)
-    words_key = getattr(cls, 'spec_words', None)
+    words_key = cls.spec_words
     allowed = ', '.join(options) or 'none'
     kwargs, words = {}, []
     if ':' in part and not opts_text.strip():
@@ -182,16 +153,56 @@ def parse_spec(spec: str) -> list:
         SpecError: one line naming the spec, the bad part and what is allowed.
     """
     if not isinstance(spec, str) or not spec.strip():
-        raise spec_error(spec, 'empty; give one or more methods joined by "+" '
-                               f'(registered: {", ".join(registry.list_augments())}), or "noaug" for none')
+        none = ''.join(f', or "{n}" for none' for n in registry.list_augments() if registry.get_augment_class(n).alone)
+        raise spec_error(spec, f'empty; give one or more methods joined by "+" (registered: {", ".join(registry.list_augments())}){none}')
     parts = spec.strip().split('+')
     if any(not p.strip() for p in parts):
         raise spec_error(spec, 'empty method between "+" signs; write name[:options] joined by single "+"')
     return [_parse_method(spec, p.strip()) for p in parts]
 
 #----------------------------------------------------------------------------
-# Canonical text: methods in stack order, word list first, then key=value in signature order,
-# true booleans as bare words. parse_spec(canonical_spec(s)) == sorted parse_spec(s).
+# Rules over a parsed spec [(name, options)], from the facts each method class declares
+# (asa_plugin/base.py); the first reason found is reported.
+
+def _generic_conflict(parsed: list, classes: dict):
+    names = [n for n, _ in parsed]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        return f'{", ".join(twice)} appears more than once; give each method once with all its options'
+    alone = [n for n in names if classes[n].alone]
+    if len(names) > 1 and alone:
+        return f'{alone[0]} means no augmentation and cannot be combined; drop {alone[0]} or the other methods'
+    providers = [n for n in names if classes[n].provides_p]
+    if len(providers) > 1:
+        return f'{" and ".join(providers)} both provide the augmentation probability p (there is one ADA pipe); keep one'
+    image = [n for n in names if classes[n].image_space]
+    if len(image) > 1 and not any(classes[n].shares_image_space(o) for n, o in parsed if n in image):
+        hints = ''.join(classes[n].image_space_hint for n in image)
+        return f'{" and ".join(image)} both augment every image D sees; pick one{hints}'
+    return None
+
+
+def check_spec(spec, parsed: list) -> None:
+    """Raise SpecError if the methods of ``parsed`` do not fit together or an option value is out
+    of range. Builds nothing."""
+    classes = {n: registry.get_augment_class(n) for n, _ in parsed}
+    reason = _generic_conflict(parsed, classes)
+    for name, options in ([] if reason else parsed):
+        others = {n: (classes[n], o) for n, o in parsed if n != name}
+        reason = classes[name].spec_conflict(options, others)
+        if reason:
+            break
+    if reason:
+        raise spec_error(spec, reason)
+    for name, options in parsed:
+        try:
+            classes[name].check_options(dict(options))
+        except (ValueError, TypeError) as e:
+            raise spec_error(spec, f'{name}: {e}') from None
+
+#----------------------------------------------------------------------------
+# Text of a parsed spec in the given order: word list first, then key=value in signature order,
+# true booleans as bare words. parse_spec(format_spec(p)) == p.
 
 def _format_value(value) -> str:
     if isinstance(value, bool):
@@ -201,12 +212,12 @@ def _format_value(value) -> str:
     return str(value)
 
 #----------------------------------------------------------------------------
-# One method's canonical text.
+# One method's text.
 
 def _format_method(name: str, kwargs: dict) -> str:
     cls = registry.get_augment_class(name)
     options, _ = method_options(cls)
-    words_key = getattr(cls, 'spec_words', None)
+    words_key = cls.spec_words
     order = {k: i for i, k in enumerate(options)}
     items = []
     if words_key in kwargs:
@@ -216,11 +227,9 @@ def _format_method(name: str, kwargs: dict) -> str:
         items.append(key if value is True else f'{key}={_format_value(value)}')
     return name + (':' + ','.join(items) if items else '')
 
-#----------------------------------------------------------------------------
 
-def canonical_spec(spec) -> str:
-    """The canonical text of a spec (string or ``parse_spec`` output); raises SpecError."""
-    parsed = parse_spec(spec) if isinstance(spec, str) else list(spec)
-    return '+'.join(_format_method(name, kwargs) for name, kwargs in sort_methods(parsed))
+def format_spec(parsed: list) -> str:
+    """Spec text of ``[(name, options)]`` in the order given."""
+    return '+'.join(_format_method(name, kwargs) for name, kwargs in parsed)
 
 #----------------------------------------------------------------------------

@@ -1,9 +1,9 @@
 """AugmentStack: several methods behind the one ``AugmentMethod`` interface the loss talks to.
 
-The stack runs its methods in the canonical order on D's input path (METHODS.md section 6):
-APA mix -> ADA / DiffAugment -> DAG heads -> ASA bound, chains the image and logit hooks,
-sums the extra losses, merges the stats and keeps each method's plugin state under its name.
-Combinations that make no sense are refused before anything is built.
+The stack runs its methods in the order of their ``stage`` on D's input path (docs/design.md
+"Augmentation plugin API"), chains the image and logit hooks, sums the extra losses, merges the
+stats and keeps each method's plugin state under its name. Combinations that make no sense are
+refused by spec.py before anything is built.
 """
 
 from __future__ import annotations
@@ -14,83 +14,30 @@ import torch
 
 from . import registry
 from .base import AugmentMethod, PluginContext
-from .spec import canonical_spec, parse_spec, sort_methods, spec_error
+from .spec import check_spec, format_spec, parse_spec, spec_error
 
 #----------------------------------------------------------------------------
-# Compatibility rules over a parsed spec [(name, options)]; each returns a reason or None.
+# Order on D's input path (docs/design.md "Augmentation plugin API"): by each class's `stage`,
+# ties in the written order. The canonical spec lists methods in this order.
 
-IMAGE_SPACE = ('ada', 'fixed', 'diffaug')   # methods that transform every image D sees
-ADA_PIPES = ('ada', 'fixed')                # methods that own an upstream AugmentPipe
+def sort_methods(parsed: list) -> list:
+    """Stable sort of ``[(name, options)]`` into the order the stack runs them."""
+    stage = lambda item: registry.get_augment_class(item[1][0]).stage
+    return [item for _, item in sorted(enumerate(parsed), key=lambda t: (stage(t), t[0]))]
 
-def _rule_duplicates(parsed):
-    names = [n for n, _ in parsed]
-    twice = sorted({n for n in names if names.count(n) > 1})
-    if twice:
-        return f'{", ".join(twice)} appears more than once; give each method once with all its options'
-    return None
 
-#----------------------------------------------------------------------------
-# noaug is the absence of augmentation, not a method to stack.
+def validate_spec(spec: str) -> str:
+    """Parse and check an ``--aug`` spec without building anything; returns its canonical text.
+    Raises SpecError (one line naming the spec and the fix)."""
+    parsed = parse_spec(spec)
+    check_spec(spec, parsed)
+    return format_spec(sort_methods(parsed))
 
-def _rule_noaug_alone(parsed):
-    if len(parsed) > 1 and any(n == 'noaug' for n, _ in parsed):
-        return 'noaug means no augmentation and cannot be combined; drop noaug or the other methods'
-    return None
 
-#----------------------------------------------------------------------------
-# ada and fixed would both own the snapshot's augment_pipe.
-
-def _rule_one_ada_pipe(parsed):
-    pipes = [n for n, _ in parsed if n in ADA_PIPES]
-    if len(pipes) > 1:
-        return f'{" and ".join(pipes)} both drive the one ADA pipe; use ada (adaptive p) or fixed (constant p), not both'
-    return None
-
-#----------------------------------------------------------------------------
-# Two image-space augmentations only on explicit request (the official port forbids it).
-
-def _rule_image_space(parsed):
-    present = [n for n, _ in parsed if n in IMAGE_SPACE]
-    if len(present) > 1 and not dict(parsed).get('diffaug', {}).get('with_ada', False):
-        return (f'{" and ".join(present)} both augment every image D sees (the official DiffAugment port makes them '
-                f'exclusive); pick one, or add diffaug:...,with_ada to run DiffAugment after the ADA pipe on purpose')
-    return None
-
-#----------------------------------------------------------------------------
-# shared_p needs a pipe to share with, and makes APA's own controller options meaningless.
-
-def _rule_shared_p(parsed):
-    opts = dict(parsed).get('apa')
-    if not opts or not opts.get('shared_p', False):
-        return None
-    if not any(n in ADA_PIPES for n, _ in parsed):
-        return 'apa:shared_p shares APA\'s p with the ADA pipe, but there is no ada or fixed; add one or drop shared_p'
-    ignored = sorted(k for k in ('p', 'target', 'interval', 'kimg', 'adaptive') if k in opts)
-    if ignored:
-        return (f'apa:shared_p takes p from the ADA pipe, so apa option(s) {", ".join(ignored)} would be ignored; '
-                f'set them on ada instead or drop shared_p')
-    return None
-
-#----------------------------------------------------------------------------
-# with_ada without an ADA pipe is a typo or a leftover.
-
-def _rule_with_ada(parsed):
-    opts = dict(parsed).get('diffaug', {})
-    if opts.get('with_ada', False) and not any(n in ADA_PIPES for n, _ in parsed):
-        return 'diffaug:with_ada allows combining with ada or fixed, but neither is in the spec; drop with_ada'
-    return None
-
-#----------------------------------------------------------------------------
-# All rules, checked in this order; the first reason found is reported.
-
-RULES = [_rule_duplicates, _rule_noaug_alone, _rule_one_ada_pipe, _rule_image_space, _rule_shared_p, _rule_with_ada]
-
-def check_combination(spec, parsed) -> None:
-    """Raise SpecError with the reason if the methods in ``parsed`` do not make sense together."""
-    for rule in RULES:
-        reason = rule(parsed)
-        if reason:
-            raise spec_error(spec, reason)
+def canonical_spec(spec) -> str:
+    """The canonical text of a spec (string or ``parse_spec`` output); raises SpecError."""
+    parsed = parse_spec(spec) if isinstance(spec, str) else list(spec)
+    return format_spec(sort_methods(parsed))
 
 #----------------------------------------------------------------------------
 # Several methods as one; the loss and the loop see only this.
@@ -115,10 +62,8 @@ class AugmentStack(AugmentMethod):
         self.ctx = ctx
         for m in self.methods:
             m.setup(ctx)
-        apa = self.get('apa')
-        pipe_method = next((m for m in self.methods if m.name in ADA_PIPES), None)
-        if apa is not None and getattr(apa, 'shared_p', False) and pipe_method is not None:
-            apa.set_p_source(pipe_method)   # else the caller links it (patches/: upstream's own pipe)
+        for m in self.methods:
+            m.link(list(self.methods))
 
     # --- image space ---------------------------------------------------------
 
@@ -221,7 +166,7 @@ def create_augment_stack(spec: str, ctx: Optional[PluginContext] = None, exclude
         SpecError: malformed spec, unknown method or option, bad value, or a meaningless combination.
     """
     parsed = parse_spec(spec)
-    check_combination(spec, parsed)
+    check_spec(spec, parsed)
     methods = []
     for name, kwargs in sort_methods(parsed):
         if name in exclude:
@@ -230,7 +175,7 @@ def create_augment_stack(spec: str, ctx: Optional[PluginContext] = None, exclude
             methods.append(registry.create_augment(name, **kwargs))
         except (ValueError, TypeError) as e:
             raise spec_error(spec, f'{name}: {e}') from None
-    stack = AugmentStack(methods, spec=canonical_spec(parsed))
+    stack = AugmentStack(methods, spec=format_spec(sort_methods(parsed)))
     if ctx is not None:
         stack.setup(ctx)
     return stack

@@ -23,7 +23,6 @@ from training.loss import StyleGAN2Loss
 
 ASA_PLUGIN_ROOT = None              # set by apply.py: the StyleGAN2-ASA checkout that holds asa_plugin
 UPSTREAM_MODES = ('ada', 'noaug', 'fixed')
-UPSTREAM_PIPES = ('blit', 'geom', 'color', 'filter', 'noise', 'cutout', 'bg', 'bgc', 'bgcf', 'bgcfn', 'bgcfnc')
 PIPE_METHODS = ('ada', 'fixed')     # handled by upstream's own AugmentPipe and ADA controller
 
 #----------------------------------------------------------------------------
@@ -56,7 +55,7 @@ def _split_spec(spec, error_cls):
     """(parsed spec, {ADA/fixed options} or None, name of the pipe method or None), validated."""
     asa_plugin = import_asa_plugin()
     try:
-        asa_plugin.create_augment_stack(spec)
+        asa_plugin.validate_spec(spec)
         parsed = asa_plugin.parse_spec(spec)
     except asa_plugin.SpecError as e:
         raise error_cls(f'--aug: {e}') from None
@@ -91,9 +90,9 @@ def route_aug_spec(args, aug, p, target, augpipe, error_cls):
     _loss_kwargs_for(args.loss_kwargs, args.D_opt_kwargs, aug, parsed)
     if name is None:
         return 'noaug', None, None, None
-    augpipe = opts.get('pipe', 'bgc')
-    if augpipe not in UPSTREAM_PIPES:
-        raise error_cls(f'--aug={aug}: upstream\'s --augpipe takes a preset ({", ".join(UPSTREAM_PIPES)}), not "{augpipe}"')
+    augpipe, presets = opts.get('pipe', 'bgc'), import_asa_plugin().ada.PRESETS
+    if augpipe not in presets:
+        raise error_cls(f'--aug={aug}: upstream\'s --augpipe takes a preset ({", ".join(presets)}), not "{augpipe}"')
     if name == 'fixed':
         return 'fixed', float(opts['p']), None, augpipe
     for key, upstream_key in [('interval', 'ada_interval'), ('kimg', 'ada_kimg'), ('p', 'augment_p')]:

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import asa_plugin
 from asa_plugin.asa import bound as B
 from asa_plugin.asa.tracker import CovarianceTracker
 from asa_plugin.asa.method import ASA
@@ -442,14 +443,15 @@ def test_method_option_errors():
     with pytest.raises(ValueError, match='ramp'):
         ASA(ramp='fast')
     with pytest.raises(ValueError, match='per_class'):
-        ASA(per_class='maybe')
+        asa_plugin.create_augment_stack('asa:per_class=maybe')
     with pytest.raises(ValueError, match='per_class=true needs a conditional dataset'):
         ASA(per_class=True).setup(_ctx(c_dim=0))
     with pytest.raises(ValueError, match='recon_res must be a power of two'):
         ASA(recon_res=12)
     with pytest.raises(ValueError, match='attention_res must be an integer'):
         ASA(attention_res='big')
-    assert ASA(lambda0='0.25', per_class='false', ramp='500kimg').ramp == 500.0
+    asa = asa_plugin.create_augment_stack('asa:lambda0=0.25,per_class=false,ramp=500kimg').get('asa')
+    assert (asa.lambda0, asa.per_class, asa.ramp) == (0.25, False, 500.0)
 
 
 def test_spec_builds_asa():

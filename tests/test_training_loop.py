@@ -230,3 +230,20 @@ def test_two_process_gloo_exact_resume_with_plugin_state(tmp_path):
     assert _state_dicts_equal(got['full', 0]['G'], got['full', 1]['G']) == []
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# An options dict as upstream's train.py writes it (no aug_spec): the pipe it names is the one
+# that trains, here bgcfnc (cutout included), with its target and speed.
+
+def test_upstream_keyed_options_train_with_their_pipe(tmp_path, small_grids):
+    from asa_plugin import ada
+    from training.training_loop import training_loop
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    options = tiny_options(str(tmp_path), data, kimg=0.008, tick=0.008)
+    del options['aug_spec']
+    options.update(augment_kwargs=dict(class_name='training.augment.AugmentPipe', **ada.pipe_kwargs('bgcfnc')),
+                   augment_p=0, ada_target=0.7, ada_kimg=100)
+    training_loop(rank=0, **options)
+    snap = _load_pkl(os.path.join(str(tmp_path), 'network-snapshot-000000.pkl'))
+    assert snap['asa_plugin']['spec'] == 'ada:bgcfnc,target=0.7,kimg=100'
+    assert snap['augment_pipe'].cutout == 1.0 and snap['augment_pipe'].imgfilter == 1.0

@@ -15,6 +15,9 @@ import re
 
 import click
 
+import asa_plugin
+from asa_plugin import ada
+
 #----------------------------------------------------------------------------
 # --cfg presets, one row each (COMPAT.md §1.1); -1 = derived from the resolution ('auto').
 # cbase = channel_base, cmax = channel_max, zdim = z_dim = w_dim, fp16 = num_fp16_res.
@@ -30,14 +33,6 @@ PRESETS = {
     # DiffAugment's low-shot StyleGAN2 row (its PyTorch port's cfg low_shot, docs/augmentations.md):
     # batch 8 on however many GPUs, snapshots every 10 ticks unless --snap is given.
     'lowshot':   dict(ref_gpus=-1, kimg=300,    mb=8,  mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=2, zdim=512, fp16=4, clamp=256, snap=10),
-}
-
-# --augpipe presets (COMPAT.md §1.2): AugmentPipe ops switched on, in upstream's order.
-_BLIT, _GEOM, _COLOR = ['xflip', 'rotate90', 'xint'], ['scale', 'rotate', 'aniso', 'xfrac'], ['brightness', 'contrast', 'lumaflip', 'hue', 'saturation']
-AUGPIPES = {
-    'blit': _BLIT, 'geom': _GEOM, 'color': _COLOR, 'filter': ['imgfilter'], 'noise': ['noise'], 'cutout': ['cutout'],
-    'bg': _BLIT + _GEOM, 'bgc': _BLIT + _GEOM + _COLOR, 'bgcf': _BLIT + _GEOM + _COLOR + ['imgfilter'],
-    'bgcfn': _BLIT + _GEOM + _COLOR + ['imgfilter', 'noise'], 'bgcfnc': _BLIT + _GEOM + _COLOR + ['imgfilter', 'noise', 'cutout'],
 }
 
 # --resume presets (COMPAT.md §1.3): pickle URL and the --cfg it was trained with.
@@ -180,23 +175,11 @@ def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gp
 UPSTREAM_AUGS = ('noaug', 'ada', 'fixed')
 
 
-# Validated and canonical through asa_plugin when it is importable and has methods registered.
-# A spec we translated from upstream flags is kept as is while its method is not registered yet.
-def _check_spec(spec: str, translated: bool = False) -> str:
-    if not re.fullmatch(r'[A-Za-z0-9_.,:=+\-]+', spec):
-        raise _bad('--aug', f'"{spec}" is not a spec: write method[:option,...] joined by "+", e.g. ada:bgc,target=0.6')
+# Parsed and checked by asa_plugin without building anything; returns the canonical text.
+def _check_spec(spec: str) -> str:
     try:
-        import asa_plugin # pylint: disable=unused-import  (importing registers the methods)
-        from asa_plugin.registry import is_augment, list_augments
-        from asa_plugin.spec import SpecError
-    except ImportError:
-        return spec
-    if not list_augments() or (translated and not is_augment(spec.split(':')[0])):
-        return spec
-    try:
-        from asa_plugin.stack import create_augment_stack
-        return create_augment_stack(spec).spec  # also refuses bad option values and combinations
-    except (SpecError, ValueError, KeyError) as e:
+        return asa_plugin.validate_spec(spec)
+    except asa_plugin.SpecError as e:
         raise _bad('--aug', str(e).strip('"\'')) from e
 
 
@@ -206,6 +189,8 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
         for flag, value in (('--p', p), ('--target', target), ('--augpipe', augpipe)):
             if value is not None:
                 raise _bad(flag, 'only works with --aug=noaug|ada|fixed; with a spec write it as a method option, e.g. --aug=ada:bgc,target=0.6 or fixed:bgc,p=0.2')
+        if not re.fullmatch(r'[A-Za-z0-9_.,:=+\-]+', aug):
+            raise _bad('--aug', f'"{aug}" is not a spec: write method[:option,...] joined by "+", e.g. ada:bgc,target=0.6')
         return '-' + re.sub(r'[^A-Za-z0-9.+_-]', '-', aug.replace('=', '')), _check_spec(aug)
     if aug is None:
         aug = 'ada'
@@ -228,11 +213,9 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
         if aug == 'noaug':
             raise _bad('--augpipe', 'cannot be specified with --aug=noaug')
         desc += f'-{augpipe}' # only an explicit choice shows in the run name
-    augpipe = 'bgc' if augpipe is None else augpipe
-    if aug != 'noaug':
-        args['augment_kwargs'] = dict(class_name='training.augment.AugmentPipe', **{op: 1 for op in AUGPIPES[augpipe]})
-    spec = {'noaug': 'noaug', 'ada': f'ada:{augpipe},target={args.get("ada_target", 0.6):g}', 'fixed': f'fixed:{augpipe},p={p:g}' if p is not None else ''}[aug]
-    return desc, _check_spec(spec, translated=True)
+    if aug != 'noaug': # For readers of upstream's training_options.json; the loop reads aug_spec only.
+        args['augment_kwargs'] = dict(class_name='training.augment.AugmentPipe', **ada.pipe_kwargs(augpipe or 'bgc'))
+    return desc, _check_spec(ada.upstream_spec(aug, p=p, target=args.get('ada_target'), augpipe=augpipe))
 
 #----------------------------------------------------------------------------
 # Architecture recorded in a resume pickle, compared with --cfg. Keys that depend on the dataset
@@ -450,15 +433,11 @@ def setup_training_options(
     return desc, args
 
 #----------------------------------------------------------------------------
-# Metric names against the metrics registry, when it is importable.
+# Metric names against the metrics registry.
 
 def check_metrics(metrics: list) -> None:
-    try:
-        from metrics import metric_main
-    except ImportError:
-        return
-    valid = getattr(metric_main, 'is_valid_metric', lambda m: m in metric_main.list_valid_metrics())
-    bad = [m for m in metrics if not valid(m)]
+    from metrics import metric_main # deferred: it pulls in the detectors
+    bad = [m for m in metrics if m not in metric_main.list_valid_metrics()]
     if bad:
         raise _bad('--metrics', f'unknown metric {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())} (or none)')
 

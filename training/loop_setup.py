@@ -80,17 +80,7 @@ def print_summaries(G, D, batch_gpu: int, device) -> None:
             buf.copy_(saved[name])
 
 #----------------------------------------------------------------------------
-# The augmentation stack from the canonical spec (or from upstream's keys when absent).
-
-def aug_spec_from_options(aug_spec, augment_kwargs, augment_p, ada_target) -> str:
-    if aug_spec:
-        return aug_spec
-    if augment_kwargs is None:
-        return 'noaug'
-    if ada_target is not None:
-        return f'ada:target={ada_target:g},p={augment_p:g}'
-    return f'fixed:p={augment_p:g}'
-
+# The augmentation stack from the canonical spec.
 
 def build_augment(spec: str, ctx):
     import asa_plugin

@@ -6,6 +6,7 @@ import time
 import torch
 
 import dnnlib
+from asa_plugin import ada
 from asa_plugin.base import PluginContext
 from torch_utils import training_stats
 from training import checkpoint, distributed, graceful, image_grid, loop_setup, phases as phases_mod, regularizers, run_state
@@ -13,14 +14,49 @@ from training.nonfinite import NonFiniteGuard
 from training.tick_report import TickReporter, evaluate_metrics
 
 #----------------------------------------------------------------------------
-# Upstream's signature (COMPAT.md §7.1) plus the keys of docs/design.md "train.py -> training_loop".
+# Upstream's keyword arguments plus ours (docs/design.md "train.py -> training_loop"): the keys of
+# training_options.json. The dict defaults are only read, never modified.
 
-def training_loop(run_dir='.', training_set_kwargs={}, data_loader_kwargs={}, G_kwargs={}, D_kwargs={}, G_opt_kwargs={}, D_opt_kwargs={},
-                  augment_kwargs=None, loss_kwargs={}, metrics=[], random_seed=0, num_gpus=1, rank=0, batch_size=4, batch_gpu=4,
-                  ema_kimg=10, ema_rampup=None, G_reg_interval=4, D_reg_interval=16, augment_p=0, ada_target=None, ada_interval=4,
-                  ada_kimg=500, total_kimg=25000, kimg_per_tick=4, image_snapshot_ticks=50, network_snapshot_ticks=50,
-                  resume_pkl=None, resume_state=None, cudnn_benchmark=True, allow_tf32=False, abort_fn=None, progress_fn=None,
-                  aug_spec=None, device='cuda', nonfinite='skip', deterministic=False, **unused_options):
+def training_loop(
+    run_dir                 = '.',      # Output folder of this run.
+    training_set_kwargs     = {},       # Dataset constructor: class_name and its arguments.
+    data_loader_kwargs      = {},       # torch DataLoader options (workers, pin_memory, prefetch).
+    G_kwargs                = {},       # Generator constructor: class_name and its arguments.
+    D_kwargs                = {},       # Discriminator constructor: class_name and its arguments.
+    G_opt_kwargs            = {},       # G's optimizer: class_name and its arguments.
+    D_opt_kwargs            = {},       # D's optimizer: class_name and its arguments.
+    augment_kwargs          = None,     # Upstream's pipe; read only when aug_spec is absent (an upstream options file).
+    loss_kwargs             = {},       # Loss: class_name and its arguments.
+    metrics                 = [],       # Metric names evaluated at each network snapshot.
+    random_seed             = 0,        # Global seed; each rank adds its rank.
+    num_gpus                = 1,        # Number of processes taking part.
+    rank                    = 0,        # This process's rank.
+    batch_size              = 4,        # Total batch over all ranks.
+    batch_gpu               = 4,        # Images per rank per accumulation round.
+    ema_kimg                = 10,       # Half-life of G_ema in thousands of images.
+    ema_rampup              = None,     # G_ema half-life ramp-up ratio, None = off.
+    G_reg_interval          = 4,        # Lazy path-length regularization every this many iterations.
+    D_reg_interval          = 16,       # Lazy R1 every this many iterations.
+    augment_p               = 0,        # Upstream's initial/constant p; read only without aug_spec.
+    ada_target              = None,     # Upstream's ADA target; read only without aug_spec.
+    ada_interval            = None,     # Upstream's ADA update interval; read only without aug_spec.
+    ada_kimg                = None,     # Upstream's ADA speed; read only without aug_spec.
+    total_kimg              = 25000,    # Length of the run in thousands of real images.
+    kimg_per_tick           = 4,        # Progress line every this many thousand images.
+    image_snapshot_ticks    = 50,       # Image grid every this many ticks, 0 = never.
+    network_snapshot_ticks  = 50,       # Snapshot and metrics every this many ticks, 0 = never.
+    resume_pkl              = None,     # Snapshot whose weights start the run.
+    resume_state            = None,     # training-state-*.pt for an exact resume.
+    cudnn_benchmark         = True,     # cuDNN autotuning (off when deterministic).
+    allow_tf32              = False,    # TF32 matmuls and convolutions.
+    abort_fn                = None,     # Callable -> bool that stops the run at the next tick.
+    progress_fn             = None,     # Callable(cur_kimg, total_kimg) at each tick.
+    aug_spec                = None,     # Canonical --aug spec, the augmentation's one truth.
+    device                  = 'cuda',   # 'cuda' or 'cpu'.
+    nonfinite               = 'skip',   # Non-finite losses: 'skip' the step or 'stop'.
+    deterministic           = False,    # Deterministic algorithms (exact-resume tests).
+    **unused_options,                   # Other keys of an options file, reported once.
+):
     start_time = time.time()
     device = loop_setup.setup_device(device, rank, random_seed, num_gpus, cudnn_benchmark, allow_tf32, deterministic)
     training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
@@ -41,7 +77,7 @@ def training_loop(run_dir='.', training_set_kwargs={}, data_loader_kwargs={}, G_
     plugin_entry = loop_setup.resume_networks(resume_pkl, G, D, G_ema, rank) if resume_pkl else None
 
     say('Setting up augmentation...')
-    spec = loop_setup.aug_spec_from_options(aug_spec, augment_kwargs, augment_p, ada_target)
+    spec = aug_spec or ada.spec_from_upstream_options(augment_kwargs, augment_p, ada_target, ada_interval, ada_kimg)
     ctx = PluginContext(device=device, c_dim=training_set.label_dim, img_resolution=training_set.resolution, img_channels=training_set.num_channels,
                         batch_size=batch_size, batch_gpu=batch_gpu, num_gpus=num_gpus, rank=rank, total_kimg=total_kimg, resumed=bool(resume_pkl), D=D)
     augment = loop_setup.build_augment(spec, ctx)

@@ -21,32 +21,7 @@ from .reconstruction import RECON_LOSSES, FeatureDecoder, recon_loss
 from .tracker import COV_MODES, CovarianceTracker
 
 #----------------------------------------------------------------------------
-# Option parsing: spec strings arrive as text ('0.5', 'true'); name the option and the fix.
-
-def _as_float(name: str, value) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{name} must be a number, got {value!r}') from None
-
-
-def _as_int(name: str, value) -> int:
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise ValueError(f'{name} must be an integer, got {value!r}') from None
-
-
-def _as_bool(name: str, value) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ('1', 'true', 'yes', 'on'):
-        return True
-    if text in ('0', 'false', 'no', 'off'):
-        return False
-    raise ValueError(f'{name} must be true or false, got {value!r}')
-
+# Option values arrive typed (spec.py converts text once); these check ranges and choices.
 
 def _choice(name: str, value, choices) -> str:
     if value not in choices:
@@ -58,6 +33,7 @@ def _choice(name: str, value, choices) -> str:
 @register_augment('asa')
 class ASA(AugmentMethod):
     needs_features = True
+    stage = 40              # last on D's path: bounds the logits
 
     def __init__(self,
         lambda0:       float = 0.5,         # Strength of the feature augmentation; ISDA's default.
@@ -76,28 +52,22 @@ class ASA(AugmentMethod):
         sync:          bool  = True,        # All-reduce covariance statistics across ranks.
     ):
         super().__init__()
-        self.lambda0 = _as_float('lambda0', lambda0)
-        if not self.lambda0 >= 0:
-            raise ValueError(f'lambda0 must be >= 0, got {lambda0}')
+        self.check_options(dict(lambda0=lambda0, ramp=ramp, cov_mode=cov_mode, ema_decay=ema_decay, ema_floor=ema_floor,
+                                g_loss=g_loss, attention_res=attention_res, recon=recon, recon_res=recon_res, recon_loss=recon_loss))
+        self.lambda0 = float(lambda0)
         self.ramp = B.parse_ramp(ramp)
-        self.cov_mode = _choice('cov_mode', cov_mode, COV_MODES)
-        self.ema_decay = _as_float('ema_decay', ema_decay)
-        self.ema_floor = _as_float('ema_floor', ema_floor)
-        if not (0 <= self.ema_decay <= 1 and 0 <= self.ema_floor <= 1):
-            raise ValueError(f'ema_decay and ema_floor must be in [0, 1], got {ema_decay} and {ema_floor}')
-        self.g_loss = _choice('g_loss', g_loss, B.G_LOSS_FORMS)
-        self.per_class = _as_bool('per_class', per_class)
-        self.bound = _as_bool('bound', bound)
-        self.attention = _as_bool('attention', attention)
-        self.attention_res = None if attention_res in (None, 'None', 'none', 'auto') else _as_int('attention_res', attention_res)
-        self.recon = _as_float('recon', recon)
-        if not self.recon >= 0:
-            raise ValueError(f'recon must be >= 0, got {recon}')
-        self.recon_res = _as_int('recon_res', recon_res)
-        if self.recon_res < 4 or self.recon_res & (self.recon_res - 1):
-            raise ValueError(f'recon_res must be a power of two >= 4, got {recon_res}')
-        self.recon_loss = _choice('recon_loss', recon_loss, RECON_LOSSES)
-        self.sync = _as_bool('sync', sync)
+        self.cov_mode = cov_mode
+        self.ema_decay = float(ema_decay)
+        self.ema_floor = float(ema_floor)
+        self.g_loss = g_loss
+        self.per_class = bool(per_class)
+        self.bound = bool(bound)
+        self.attention = bool(attention)
+        self.attention_res = None if attention_res in (None, 'none', 'auto') else int(attention_res)
+        self.recon = float(recon)
+        self.recon_res = int(recon_res)
+        self.recon_loss = recon_loss
+        self.sync = bool(sync)
 
         self.cur_nimg = 0
         self.lam = 0.0
@@ -108,6 +78,26 @@ class ASA(AugmentMethod):
         self._pending_state = None
         self._acc = {}      # Device-side sums for the tick stats; read only in stats().
         self.ctx = None
+
+    @classmethod
+    def check_options(cls, options: dict) -> None:
+        lambda0, recon, recon_res = options.get('lambda0', 0.5), options.get('recon', 0.0), options.get('recon_res', 16)
+        ema_decay, ema_floor = options.get('ema_decay', 0.999), options.get('ema_floor', 0.0)
+        attention_res = options.get('attention_res')
+        if not lambda0 >= 0:
+            raise ValueError(f'lambda0 must be >= 0, got {lambda0}')
+        B.parse_ramp(options.get('ramp', 'linear'))
+        _choice('cov_mode', options.get('cov_mode', 'ema'), COV_MODES)
+        if not (0 <= ema_decay <= 1 and 0 <= ema_floor <= 1):
+            raise ValueError(f'ema_decay and ema_floor must be in [0, 1], got {ema_decay} and {ema_floor}')
+        _choice('g_loss', options.get('g_loss', 'ns'), B.G_LOSS_FORMS)
+        if attention_res not in (None, 'none', 'auto') and not isinstance(attention_res, int):
+            raise ValueError(f'attention_res must be an integer (or auto), got {attention_res!r}')
+        if not recon >= 0:
+            raise ValueError(f'recon must be >= 0, got {recon}')
+        if not isinstance(recon_res, int) or recon_res < 4 or recon_res & (recon_res - 1):
+            raise ValueError(f'recon_res must be a power of two >= 4, got {recon_res}')
+        _choice('recon_loss', options.get('recon_loss', 'l1'), RECON_LOSSES)
 
     # --- setup ---------------------------------------------------------------
 
