@@ -120,10 +120,15 @@ def any_rank(flag: bool, device: torch.device) -> bool:
     return any_rank_flag(torch.tensor([1.0 if flag else 0.0], device=device))
 
 
+# Element-wise maximum over ranks of a flag tensor on the device, in place; no host sync.
+def all_reduce_max(flag: torch.Tensor) -> None:
+    _collective('flag all-reduce', torch.distributed.all_reduce, flag, op=torch.distributed.ReduceOp.MAX)
+
+
 # The same for a [1] float32 flag tensor still on the device (reduced in place): one host sync in all.
 def any_rank_flag(flag: torch.Tensor) -> bool:
     if is_distributed():
-        _collective('flag all-reduce', torch.distributed.all_reduce, flag, op=torch.distributed.ReduceOp.MAX)
+        all_reduce_max(flag)
     return bool(flag.item() > 0)
 
 #----------------------------------------------------------------------------

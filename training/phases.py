@@ -32,20 +32,38 @@ class Phase:
 
 #----------------------------------------------------------------------------
 
-def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval, D_reg_interval) -> list:
+def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_interval, D_reg_interval, fused: bool = True) -> list:
     phases = []
     nets = dict(G=(G, G_opt_kwargs, G_reg_interval), D=(D, D_opt_kwargs, D_reg_interval))
     for name, (module, opt_kwargs, reg_interval) in nets.items():
         params = list(module.parameters()) + (augment.extra_parameters(name) if augment is not None else [])
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
         opt_kwargs.lr, opt_kwargs.betas = regularizers.lazy_reg_adjust(opt_kwargs.get('lr', 0.002), opt_kwargs.get('betas', (0, 0.99)), reg_interval)
-        opt = dnnlib.util.construct_class_by_name(params=params, **opt_kwargs)
+        opt = make_optimizer(params, opt_kwargs, fused)
         if reg_interval is None:
             phases.append(Phase(name + 'both', module, params, opt, name, True, 1))
         else:
             phases.append(Phase(name + 'main', module, params, opt, name, True, 1))
             phases.append(Phase(name + 'reg', module, params, opt, name, False, reg_interval))
     return phases
+
+# The optimizer of `opt_kwargs`; torch's Adam/AdamW as its fused kernel (one kernel for all
+# parameters instead of several per tensor, and it can skip a step on a device-side flag, see
+# training/nonfinite.py) when `fused` and this torch can run it on the parameters' device.
+# Same update rule as the per-tensor Adam; the trajectories agree to float rounding (tests/test_fast_loop.py).
+
+FUSABLE = ('torch.optim.Adam', 'torch.optim.AdamW')
+
+def make_optimizer(params: list, opt_kwargs: dict, fused: bool = True) -> torch.optim.Optimizer:
+    kwargs = dict(opt_kwargs)
+    if kwargs.get('class_name') in FUSABLE and 'betas' in kwargs:
+        kwargs['betas'] = tuple(float(b) for b in kwargs['betas'])  # New torch refuses a mix of int and float.
+    if fused and kwargs.get('class_name') in FUSABLE and 'fused' not in kwargs and 'foreach' not in kwargs:
+        try:
+            return dnnlib.util.construct_class_by_name(params=params, **kwargs, fused=True)
+        except (RuntimeError, ValueError, TypeError):
+            pass  # This torch or device has no fused kernel: the per-tensor optimizer below.
+    return dnnlib.util.construct_class_by_name(params=params, **kwargs)
 
 #----------------------------------------------------------------------------
 # One batch of reals and one set of latents/labels per phase, split into batch_gpu rounds.
@@ -65,7 +83,7 @@ def fetch_batch(data_iter, training_set, phases: list, batch_gpu: int, z_dim: in
     return real_img, real_c, gen
 
 #----------------------------------------------------------------------------
-# Runs every due phase: accumulate over rounds, average gradients over ranks, guard, step.
+# Runs every due phase: accumulate over rounds, average gradients over ranks, guarded step.
 
 def run_phases(phases, loss, guard, batch, batch_idx: int, cur_nimg: int, device) -> None:
     real_img, real_c, gen = batch
@@ -86,8 +104,7 @@ def run_phases(phases, loss, guard, batch, batch_idx: int, cur_nimg: int, device
         for p in phase.params:
             p.requires_grad_(False)
         distributed.all_reduce_grads(params)
-        if guard.check(phase.name, batch_idx, cur_nimg, total, params, device):
-            phase.opt.step()
+        guard.step(phase.name, phase.opt, batch_idx, cur_nimg, total, params, device)
         phase.opt.zero_grad(set_to_none=True)
         phase.timing = [start, _timestamp(device)]
 
