@@ -12,6 +12,7 @@ from .base import AugmentMethod, PluginContext                                  
 from .registry import create_augment, get_augment_class, is_augment, list_augments, register_augment  # noqa: F401
 from .spec import SpecError, parse_spec                                          # noqa: F401
 from .stack import AugmentStack, canonical_spec, create_augment_stack, validate_spec  # noqa: F401
+from . import host                                                               # noqa: F401
 
 #----------------------------------------------------------------------------
 # Method modules, in the order they sit on D's input path; importing one registers its method(s).

@@ -4,7 +4,8 @@ The loss and the training loop talk only to these hooks, never to a concrete met
 adding a method never adds an ``if`` to the loss. Every hook has a no-op default: a method
 overrides only what it changes.
 
-Call order inside one training iteration (see ``training/loss.py``):
+Call order inside one training iteration (written once in ``asa_plugin/host.py``, which both
+training/loss.py and patches/asa_loss.py call; tests/_call_order.py checks it against both):
 
     Dmain, real path:  mix_reals -> augment -> D(..., return_features=needs_features)
                        -> observe_real_logits (raw logits) -> observe_features

@@ -16,4 +16,7 @@ class NoAugment(AugmentMethod):
     def describe(self) -> str:
         return 'noaug (no augmentation)'
 
+# The loss's default: NoAugment holds no state, so one instance serves every loss that has none.
+NO_AUGMENTATION = NoAugment()
+
 #----------------------------------------------------------------------------

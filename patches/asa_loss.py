@@ -139,7 +139,9 @@ class _AugmentChain:
 #----------------------------------------------------------------------------
 
 class _PipeP:
-    """APA's shared_p source: the p buffer of upstream's AugmentPipe."""
+    """The p of upstream's AugmentPipe, offered to methods that share p (apa:shared_p)."""
+    provides_p = True
+
     def __init__(self, pipe):
         self.pipe = pipe
 
@@ -191,6 +193,7 @@ class ASALoss(StyleGAN2Loss):
     def __init__(self, *args, aug_spec='noaug', extra_opt_kwargs=None, D_reg_interval=16, **kwargs):
         super().__init__(*args, **kwargs)
         asa_plugin = import_asa_plugin()
+        self.host = asa_plugin.host     # the plugin calls of each phase, shared with training/loss.py
         self.flavour = 'sg2' if 'G_mapping' in inspect.signature(StyleGAN2Loss.__init__).parameters else 'sg3'
         D = _unwrap(self.D)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -200,16 +203,12 @@ class ASALoss(StyleGAN2Loss):
             img_channels=D.img_channels, num_gpus=torch.distributed.get_world_size() if dist else 1,
             rank=torch.distributed.get_rank() if dist else 0, D=DFeatureAPI(D)))
         self.stack.to(self.device)
-        apa = self.stack.get('apa')
-        if apa is not None and apa.shared_p:
-            if self.augment_pipe is None:
-                raise ValueError('apa:shared_p needs upstream\'s augment pipe; add ada or fixed to --aug')
-            apa.set_p_source(_PipeP(self.augment_pipe))
+        if self.augment_pipe is not None:  # ada/fixed of the spec run as upstream's own pipe
+            for method in self.stack.methods:
+                method.link(list(self.stack.methods) + [_PipeP(self.augment_pipe)])
         self.chain = _AugmentChain(self.augment_pipe, self.stack)
         self.augment_pipe = self.chain  # upstream's run_D calls it on every image D sees
         self.features = None
-        if self.stack.needs_features:
-            D.b4.fc.register_forward_hook(self._keep_features)
         if self.stack.extra_parameters('G'):
             raise ValueError(f'--aug={aug_spec}: methods with extra G parameters are not supported by the patch')
         self.extra_opt = None
@@ -230,6 +229,17 @@ class ASALoss(StyleGAN2Loss):
     def _keep_features(self, module, inputs, output):
         self.features = output
 
+    # D's penultimate features (upstream's D has no return_features): a hook that lives only for
+    # one forward, so neither D nor its snapshot pickle ever holds it.
+    def _forward_keeping_features(self, forward):
+        if not self.stack.needs_features:
+            return forward()
+        handle = _unwrap(self.D).b4.fc.register_forward_hook(self._keep_features)
+        try:
+            return forward()
+        finally:
+            handle.remove()
+
     # --- upstream's G and D, flavour by flavour ---------------------------------
 
     def _G(self, z, c, sync, for_D=False):
@@ -240,15 +250,16 @@ class ASALoss(StyleGAN2Loss):
     def _D(self, img, c, sync=False, augment=True, update_emas=False):
         self.chain.enabled, self.chain.c, self.features = augment, c, None
         if self.flavour == 'sg2':
-            logits = self.run_D(img, c, sync=sync)
+            logits = self._forward_keeping_features(lambda: self.run_D(img, c, sync=sync))
         else:
-            logits = self.run_D(img, c, blur_sigma=self.blur_sigma, update_emas=update_emas)
+            logits = self._forward_keeping_features(lambda: self.run_D(img, c, blur_sigma=self.blur_sigma, update_emas=update_emas))
         self.chain.enabled = True
         features = self.features.float() if self.stack.needs_features and self.features is not None else None
         return logits, features
 
-    def _run_D_for_methods(self, img, c, augment=True):
-        return self._D(img, c, sync=False, augment=augment)
+    # run_D as asa_plugin.host calls it: (img, c, augment=True) -> (logits, features).
+    def _run_D_with(self, sync=False, update_emas=False):
+        return lambda img, c, augment=True: self._D(img, c, sync=sync, augment=augment, update_emas=update_emas)
 
     def _gen_fn(self, gen_z, gen_c):
         def gen_fn():
@@ -278,65 +289,47 @@ class ASALoss(StyleGAN2Loss):
             self._G_main(real_img, real_c, gen_z, gen_c, sync and not do_Gpl, gain)
         if do_Gpl:
             super().accumulate_gradients('Greg', real_img, real_c, gen_z, gen_c, *args, **kwargs)
+        if phase in ('Greg', 'Gboth'):
+            self._reg_extra('Greg', real_img, real_c, gain)
         if phase in ('Dmain', 'Dboth'):
             self._D_main(real_img, real_c, gen_z, gen_c, sync, gain)
         if phase in ('Dreg', 'Dboth') and self.r1_gamma != 0:
             self._D_r1(real_img, real_c, gen_z, gen_c, sync, gain)
+        if phase in ('Dreg', 'Dboth'):
+            self._reg_extra('Dreg', real_img, real_c, gain)
+
+    # The plugin calls of each phase are asa_plugin.host's, in the same order as training/loss.py.
 
     def _G_main(self, real_img, real_c, gen_z, gen_c, sync, gain):
         gen_img = self._G(gen_z, gen_c, sync=sync)
         self.pseudo = (gen_img.detach(), gen_c.detach())
-        logits, features = self._D(gen_img, gen_c)
-        training_stats.report('Loss/scores/fake', logits)
-        training_stats.report('Loss/signs/fake', logits.sign())
-        loss = torch.nn.functional.softplus(-self.stack.adjust_logits(logits, features, gen_c, 'real', 'Gmain'))
-        loss = loss * self.stack.main_loss_weight('Gmain')
-        extra = self.stack.extra_loss('Gmain', self._run_D_for_methods, real_img, real_c, gen_img, gen_c)
-        loss = loss if extra is None else loss + extra
-        training_stats.report('Loss/G/loss', loss)
-        loss.mean().mul(gain).backward()
+        self.host.g_main(self.stack, self._run_D_with(), gen_img, gen_c, real_img, real_c).mul(gain).backward()
 
     def _D_main(self, real_img, real_c, gen_z, gen_c, sync, gain):
         with torch.no_grad():
             gen_img = self._G(gen_z, gen_c, sync=False, for_D=True)
-        logits, features = self._D(gen_img, gen_c, update_emas=True)
-        training_stats.report('Loss/scores/fake', logits)
-        training_stats.report('Loss/signs/fake', logits.sign())
-        if features is not None:
-            self.stack.observe_features(features.detach(), gen_c, 'fake')
-        loss_fake = torch.nn.functional.softplus(self.stack.adjust_logits(logits, features, gen_c, 'fake', 'Dmain'))
-        main_weight = self.stack.main_loss_weight('Dmain')
-        (loss_fake.mean() * main_weight).mul(gain).backward()
-
-        img, c = self.stack.mix_reals(real_img, real_c, self._gen_fn(gen_z, gen_c))
-        img = img.detach()
-        logits, features = self._D(img, c, sync=sync)
-        training_stats.report('Loss/scores/real', logits)
-        training_stats.report('Loss/signs/real', logits.sign())
-        self.stack.observe_real_logits(logits.detach())
-        if features is not None:
-            self.stack.observe_features(features.detach(), c, 'real')
-        loss_real = torch.nn.functional.softplus(-self.stack.adjust_logits(logits, features, c, 'real', 'Dmain'))
-        training_stats.report('Loss/D/loss', loss_fake + loss_real)
-        extra = self.stack.extra_loss('Dmain', self._run_D_for_methods, real_img, real_c, gen_img, gen_c)
-        loss = loss_real * main_weight if extra is None else loss_real * main_weight + extra
-        loss.mean().mul(gain).backward()
+        fake_loss, loss = self.host.d_fake(self.stack, self._run_D_with(update_emas=True), gen_img, gen_c)
+        loss.mul(gain).backward()
+        run_D = self._run_D_with(sync)
+        real = self.host.d_real(self.stack, run_D, real_img, real_c, self._gen_fn(gen_z, gen_c), for_r1=False)
+        self.host.d_real_main(self.stack, run_D, real, real_img, real_c, gen_img, gen_c, fake_loss).mul(gain).backward()
         self.d_nimg += real_img.shape[0]
 
     def _D_r1(self, real_img, real_c, gen_z, gen_c, sync, gain):
-        img, c = self.stack.mix_reals(real_img, real_c, self._gen_fn(gen_z, gen_c))
-        img = img.detach().requires_grad_(True)
-        logits, _ = self._D(img, c, sync=sync)
-        training_stats.report('Loss/scores/real', logits)
-        training_stats.report('Loss/signs/real', logits.sign())
-        self.stack.observe_real_logits(logits.detach())     # upstream's controller counts these signs too
+        real = self.host.d_real(self.stack, self._run_D_with(sync), real_img, real_c, self._gen_fn(gen_z, gen_c), for_r1=True)
         with conv2d_gradfix.no_weight_gradients():
-            grads = torch.autograd.grad(outputs=[logits.sum()], inputs=[img], create_graph=True, only_inputs=True)[0]
+            grads = torch.autograd.grad(outputs=[real.logits.sum()], inputs=[real.img], create_graph=True, only_inputs=True)[0]
         penalty = grads.square().sum([1, 2, 3])
         loss = penalty * (self.r1_gamma / 2)
         training_stats.report('Loss/r1_penalty', penalty)
         training_stats.report('Loss/D/reg', loss)
-        (logits * 0 + loss).mean().mul(gain).backward()
+        (real.logits * 0 + loss).mean().mul(gain).backward()
+
+    # A regularization phase's extra loss (none of the shipped methods has one).
+    def _reg_extra(self, phase, real_img, real_c, gain):
+        extra = self.host.extra_loss(self.stack, phase, self._run_D_with(), real_img, real_c, None, None)
+        if extra is not None:
+            extra.mul(gain).backward()
 
     def _finish_D_step(self):
         # Runs when the next G phase starts, i.e. after upstream stepped D: controllers and heads.

@@ -9,41 +9,7 @@ from asa_plugin.base import AugmentMethod, PluginContext
 from training.loss import StyleGAN2Loss
 from training.networks import Discriminator, Generator
 
-#----------------------------------------------------------------------------
-# Records every hook call; mixes reals by adding fakes*0 (keeps values, changes the tensor).
-
-class Recorder(AugmentMethod):
-    needs_features = True
-
-    def __init__(self):
-        super().__init__()
-        self.calls = []
-
-    def augment(self, img, c):
-        self.calls.append('augment')
-        return img * 1.0
-
-    def mix_reals(self, real_img, real_c, gen_fn):
-        self.calls.append('mix_reals')
-        gen_img, _gen_c = gen_fn()
-        return real_img + gen_img * 0, real_c
-
-    def observe_real_logits(self, logits):
-        self.calls.append('observe_real_logits')
-
-    def observe_features(self, features, c, kind):
-        assert not features.requires_grad
-        self.calls.append(f'observe_features:{kind}')
-
-    def adjust_logits(self, logits, features, c, target, phase):
-        assert features is not None
-        self.calls.append(f'adjust_logits:{target}:{phase}')
-        return logits
-
-    def extra_loss(self, phase, run_D, real_img, real_c, gen_img, gen_c):
-        self.calls.append(f'extra_loss:{phase}')
-        return None
-
+from _call_order import EXPECTED, Recorder
 
 @pytest.fixture
 def nets():
@@ -64,14 +30,7 @@ def test_hooks_are_called_in_documented_order(nets):
     rec = Recorder()
     rec.setup(PluginContext(device=torch.device('cpu'), img_resolution=8, D=D))
     loss = StyleGAN2Loss('cpu', G, D, augment=rec, r1_gamma=1, pl_weight=2)
-    expected = {
-        'Gmain': ['augment', 'adjust_logits:real:Gmain', 'extra_loss:Gmain'],
-        'Greg':  ['extra_loss:Greg'],
-        'Dmain': ['augment', 'observe_features:fake', 'adjust_logits:fake:Dmain',
-                  'mix_reals', 'augment', 'observe_real_logits', 'observe_features:real', 'adjust_logits:real:Dmain', 'extra_loss:Dmain'],
-        'Dreg':  ['mix_reals', 'augment', 'observe_real_logits', 'extra_loss:Dreg'],
-    }
-    for phase, calls in expected.items():
+    for phase, calls in EXPECTED.items():
         rec.calls.clear()
         module = G if phase.startswith('G') else D
         module.requires_grad_(True)

@@ -12,6 +12,7 @@ import pytest
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, 'patches'))
 import apply as patch_apply  # noqa: E402
+from _call_order import EXPECTED  # noqa: E402
 
 #----------------------------------------------------------------------------
 # Skeletons: just enough of each upstream layout for the patch's anchors and the loss's base class.
@@ -303,6 +304,25 @@ DRIVER = textwrap.dedent('''
         out['nimg'] = loss.cur_nimg
         result[spec] = out
     result['reported'] = sorted(training_stats.reported)
+
+    # The plugin call order of the shared host sequence (tests/_call_order.py), and D free of hooks.
+    import copy, pickle
+    from training import asa_loss
+    asa_plugin = asa_loss.import_asa_plugin()
+    sys.path.append(sys.argv[2])
+    import _call_order
+    asa_plugin.register_augment('recorder')(_call_order.Recorder)
+    Gm, Gs, d = Mapping(), Synthesis(), D()
+    loss = ASALoss(device=torch.device('cpu'), G_mapping=Gm, G_synthesis=Gs, D=d, augment_pipe=None, r1_gamma=1.0, aug_spec='recorder')
+    rec, c, result['calls'] = loss.stack.get('recorder'), torch.eye(C_DIM)[torch.arange(N) % C_DIM], {}
+    for phase in _call_order.EXPECTED:
+        rec.calls.clear()
+        loss.accumulate_gradients(phase=phase, real_img=torch.rand(N, 3, R, R) * 2 - 1, real_c=c, gen_z=torch.randn(N, 8),
+                                  gen_c=c, sync=True, gain=1)
+        result['calls'][phase] = list(rec.calls)
+    blob = pickle.dumps(copy.deepcopy(d))
+    result['D_hooks'] = sum(len(m._forward_hooks) for m in d.modules())
+    result['D_pickle_names_plugin'] = b'asa_loss' in blob or b'asa_plugin' in blob or b'Recorder' in blob
     print(json.dumps(result))
 ''')
 
@@ -314,7 +334,7 @@ def _run_patched(tmp_path, train_src: str, driver: str) -> dict:
     root = make_checkout(tmp_path / 'up', train_src)
     assert patch_apply.main(['--upstream', str(root)]) == 0
     env = {k: v for k, v in os.environ.items() if k != 'PYTHONPATH'}
-    proc = subprocess.run([sys.executable, '-c', driver, MODELS], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([sys.executable, '-c', driver, MODELS, os.path.join(ROOT, 'tests')], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
@@ -345,6 +365,8 @@ def test_patched_sg2_skeleton_routes_and_trains(tmp_path):
     assert shared['methods'] == ['apa', 'dag'] and shared['apa_p'] == 0.25 and shared['pipe_calls'] > 0
     for key in ['Loss/signs/real', 'Loss/r1_penalty', 'Loss/G/loss', 'Progress/apa_p']:
         assert key in r['reported']
+    assert r['calls'] == EXPECTED                     # the same sequence as training/loss.py (tests/test_loss.py)
+    assert r['D_hooks'] == 0 and not r['D_pickle_names_plugin']
 
 
 SG3_DRIVER = textwrap.dedent('''

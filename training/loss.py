@@ -1,14 +1,16 @@
 """StyleGAN2 loss: non-saturating logistic loss, lazy R1, path-length regularization, style mixing.
 
-The augmentation plugin enters only through the hooks of `asa_plugin.base.AugmentMethod`, called
-in the order documented there; this file never asks which method is active. The math lives in
-`training/regularizers.py`.
+The augmentation plugin enters only through asa_plugin/host.py, the sequence of plugin calls
+that patches/asa_loss.py shares; this file runs G and D and never asks which method is active.
+The math lives in `training/regularizers.py`.
 """
 
 from __future__ import annotations
 
 import torch
 
+from asa_plugin import host
+from asa_plugin.noaug import NO_AUGMENTATION
 from torch_utils import training_stats
 from training import regularizers
 
@@ -17,7 +19,7 @@ from training import regularizers
 
 class StyleGAN2Loss:
     def __init__(self, device, G, D,
-        augment             = None,     # AugmentStack (asa_plugin) or None = no augmentation.
+        augment             = NO_AUGMENTATION, # AugmentStack (asa_plugin); default: none.
         r1_gamma            = 10,       # R1 weight gamma; 0 = no R1.
         style_mixing_prob   = 0.9,      # Probability of mixing two latents per batch; 0 = off.
         pl_batch_shrink     = 2,        # The PL batch is batch_gpu // pl_batch_shrink.
@@ -58,36 +60,11 @@ class StyleGAN2Loss:
 
     # D on (optionally augmented) images; features only when the plugin asks for them.
     def run_D(self, img, c, augment=True):
-        if augment and self.augment is not None:
+        if augment:
             img = self.augment.augment(img, c)
-        if self.augment is not None and self.augment.needs_features:
-            logits, features = self.D(img, c, return_features=True)
-            return logits, features
+        if self.augment.needs_features:
+            return self.D(img, c, return_features=True)
         return self.D(img, c), None
-
-    def _adjust(self, logits, features, c, target, phase):
-        if self.augment is None:
-            return logits
-        return self.augment.adjust_logits(logits, features, c, target=target, phase=phase)
-
-    def _extra(self, phase, real_img, real_c, gen_img, gen_c):
-        if self.augment is None:
-            return None
-        extra = self.augment.extra_loss(phase, self.run_D, real_img, real_c, gen_img, gen_c)
-        if extra is None:
-            return None
-        extra = extra.mean()
-        training_stats.report(f'Loss/{phase}/extra', extra)
-        return extra
-
-    def _mix_reals(self, real_img, real_c, gen_fn):
-        if self.augment is None:
-            return real_img, real_c
-        return self.augment.mix_reals(real_img, real_c, gen_fn)
-
-    # Weight of the main adversarial loss of a phase (DAG counts it once per transform group).
-    def _main_weight(self, phase):
-        return 1.0 if self.augment is None else float(self.augment.main_loss_weight(phase))
 
     #------------------------------------------------------------------------
     # One round of one phase: forward, loss, backward (scaled by gain). Returns the detached
@@ -121,7 +98,7 @@ class StyleGAN2Loss:
 
     # Extra loss of a phase with nothing else to backpropagate (e.g. a regularizer-only phase).
     def _backward_extra(self, phase, real_img, real_c, gen_img, gen_c, gain):
-        extra = self._extra(phase, real_img, real_c, gen_img, gen_c)
+        extra = host.extra_loss(self.augment, phase, self.run_D, real_img, real_c, gen_img, gen_c)
         if extra is None:
             return torch.zeros([], device=self.device)
         extra.mul(gain).backward()
@@ -134,18 +111,8 @@ class StyleGAN2Loss:
         gen_img, _ws = self.run_G(gen_z, gen_c)
         if round_idx == 0:
             self._pseudo.clear()    # a new iteration: the previous G step's fakes are stale
-        if self.augment is not None:
-            self._pseudo[round_idx] = (gen_img.detach(), gen_c.detach())
-        gen_logits, gen_features = self.run_D(gen_img, gen_c)
-        training_stats.report('Loss/scores/fake', gen_logits)
-        training_stats.report('Loss/signs/fake', gen_logits.sign())
-        adjusted = self._adjust(gen_logits, gen_features, gen_c, target='real', phase='Gmain')
-        loss_Gmain = regularizers.logistic_loss(adjusted, 'real')
-        training_stats.report('Loss/G/loss', loss_Gmain)
-        loss = loss_Gmain.mean() * self._main_weight('Gmain')
-        extra = self._extra('Gmain', real_img, real_c, gen_img, gen_c)
-        if extra is not None:
-            loss = loss + extra
+        self._pseudo[round_idx] = (gen_img.detach(), gen_c.detach())
+        loss = host.g_main(self.augment, self.run_D, gen_img, gen_c, real_img, real_c)
         loss.mul(gain).backward()
         return loss.detach()
 
@@ -172,15 +139,7 @@ class StyleGAN2Loss:
         with torch.no_grad():
             gen_img, _ws = self.run_G(gen_z, gen_c)
         gen_cache['img'] = gen_img
-        gen_logits, gen_features = self.run_D(gen_img, gen_c)
-        training_stats.report('Loss/scores/fake', gen_logits)
-        training_stats.report('Loss/signs/fake', gen_logits.sign())
-        if self.augment is not None and gen_features is not None:
-            self.augment.observe_features(gen_features.detach(), gen_c, 'fake')
-        adjusted = self._adjust(gen_logits, gen_features, gen_c, target='fake', phase='Dmain')
-        loss_Dgen = regularizers.logistic_loss(adjusted, 'fake')
-        gen_cache['loss'] = loss_Dgen.detach()
-        loss = loss_Dgen.mean() * self._main_weight('Dmain')
+        gen_cache['loss'], loss = host.d_fake(self.augment, self.run_D, gen_img, gen_c)
         loss.mul(gain).backward()
         return loss.detach()
 
@@ -200,26 +159,13 @@ class StyleGAN2Loss:
     # augmentation into D; R1 is the gradient w.r.t. those clean (mixed) reals. Both passes report
     # the real-logit signs and feed them to the controllers, as upstream's Dr1 does.
     def _D_real(self, real_img, real_c, gen_c, gain, gen_cache, gen_fn, do_Dmain, do_Dr1):
-        mixed_img, mixed_c = self._mix_reals(real_img, real_c, gen_fn)
-        real_img_tmp = mixed_img.detach().requires_grad_(do_Dr1)
-        real_logits, real_features = self.run_D(real_img_tmp, mixed_c)
-        training_stats.report('Loss/scores/real', real_logits)
-        training_stats.report('Loss/signs/real', real_logits.sign())
-        if self.augment is not None:
-            self.augment.observe_real_logits(real_logits.detach())
+        real = host.d_real(self.augment, self.run_D, real_img, real_c, gen_fn, for_r1=do_Dr1)
+        real_logits = real.logits
         loss = torch.zeros([], device=self.device)
         if do_Dmain:
-            if self.augment is not None and real_features is not None:
-                self.augment.observe_features(real_features.detach(), mixed_c, 'real')
-            adjusted = self._adjust(real_logits, real_features, mixed_c, target='real', phase='Dmain')
-            loss_Dreal = regularizers.logistic_loss(adjusted, 'real')
-            training_stats.report('Loss/D/loss', gen_cache['loss'] + loss_Dreal if 'loss' in gen_cache else loss_Dreal)
-            loss = loss + loss_Dreal.mean() * self._main_weight('Dmain')
-            extra = self._extra('Dmain', real_img, real_c, gen_cache.get('img'), gen_c)
-            if extra is not None:
-                loss = loss + extra
+            loss = loss + host.d_real_main(self.augment, self.run_D, real, real_img, real_c, gen_cache.get('img'), gen_c, gen_cache.get('loss'))
         if do_Dr1:
-            r1_grads, = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real_img_tmp], create_graph=True, only_inputs=True)
+            r1_grads, = torch.autograd.grad(outputs=[real_logits.sum()], inputs=[real.img], create_graph=True, only_inputs=True)
             penalty = regularizers.r1_penalty(r1_grads)
             loss_Dr1 = penalty * (self.r1_gamma / 2)
             training_stats.report('Loss/r1_penalty', penalty)

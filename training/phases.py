@@ -36,7 +36,7 @@ def build_phases(G, D, augment, G_opt_kwargs: dict, D_opt_kwargs: dict, G_reg_in
     phases = []
     nets = dict(G=(G, G_opt_kwargs, G_reg_interval), D=(D, D_opt_kwargs, D_reg_interval))
     for name, (module, opt_kwargs, reg_interval) in nets.items():
-        params = list(module.parameters()) + (augment.extra_parameters(name) if augment is not None else [])
+        params = list(module.parameters()) + augment.extra_parameters(name)
         opt_kwargs = dnnlib.EasyDict(opt_kwargs)
         opt_kwargs.lr, opt_kwargs.betas = regularizers.lazy_reg_adjust(opt_kwargs.get('lr', 0.002), opt_kwargs.get('betas', (0, 0.99)), reg_interval)
         opt = make_optimizer(params, opt_kwargs, fused)

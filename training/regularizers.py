@@ -10,16 +10,9 @@ import math
 
 import torch
 
-#----------------------------------------------------------------------------
-# Non-saturating logistic loss (Goodfellow et al. 2014, as used by StyleGAN2): the per-sample
-# loss that pushes logits towards 'real' (softplus(-l)) or towards 'fake' (softplus(l)).
-
-def logistic_loss(logits: torch.Tensor, target: str) -> torch.Tensor:
-    if target == 'real':
-        return torch.nn.functional.softplus(-logits)
-    if target == 'fake':
-        return torch.nn.functional.softplus(logits)
-    raise ValueError(f'logistic_loss: target must be "real" or "fake", got {target!r}')
+# Non-saturating logistic loss (Goodfellow et al. 2014, as used by StyleGAN2): it lives with the
+# loss-side plugin sequence that both our loss and the patched upstream loss share.
+from asa_plugin.host import logistic_loss  # noqa: F401
 
 #----------------------------------------------------------------------------
 # R1 penalty (Mescheder et al. 2018, Eq. 9): squared norm of dD/dx per sample, summed over CHW.

@@ -54,9 +54,8 @@ def snapshot_data(G, D, G_ema, augment, training_set_kwargs: dict) -> dict:
         return copy.deepcopy(module).eval().requires_grad_(False).cpu()
     data = dict(training_set_kwargs=dict(training_set_kwargs))
     data['G'], data['D'], data['G_ema'] = frozen(G), frozen(D), frozen(G_ema)
-    data['augment_pipe'] = frozen(augment.upstream_augment_pipe()) if augment is not None else None
-    data['asa_plugin'] = {'spec': augment.spec if augment is not None else 'noaug',
-                          'state': augment.plugin_state() if augment is not None else {}}
+    data['augment_pipe'] = frozen(augment.upstream_augment_pipe())
+    data['asa_plugin'] = {'spec': augment.spec, 'state': augment.plugin_state()}
     return data
 
 #----------------------------------------------------------------------------
@@ -70,10 +69,10 @@ def training_state(progress: dict, phases: list, loss, augment, guard, rng: dict
         'optimizers': {phase.opt_name: phase.opt.state_dict() for phase in phases if phase.owns_opt},
         'loss': loss.state_dict(),   # rank 0's (upstream-style readers); per-rank copies below
         'loss_per_rank': _gather_objects(loss.state_dict()),  # pl_mean follows each rank's own batches
-        'augment_modules': augment.state_dict() if augment is not None else {},
+        'augment_modules': augment.state_dict(),
         'nonfinite': guard.state_dict(),
         'rng': rng_all,               # one entry per rank
-        'plugin_states': _gather_objects(to_weights_only(augment.plugin_state())) if augment is not None else [],  # per rank
+        'plugin_states': _gather_objects(to_weights_only(augment.plugin_state())),  # per rank
     }
 
 
@@ -87,11 +86,11 @@ def restore_training_state(state: dict, phases: list, loss, augment, guard, devi
                 group.update(saved)
     loss_per_rank = state.get('loss_per_rank', [])
     loss.load_state_dict(loss_per_rank[rank] if len(loss_per_rank) == distributed.get_world_size() else state['loss'])
-    if augment is not None and state.get('augment_modules'):
+    if state.get('augment_modules'):
         augment.load_state_dict(state['augment_modules'])
     guard.load_state_dict(state['nonfinite'])
     plugin_states = state.get('plugin_states', [])
-    if augment is not None and len(plugin_states) == distributed.get_world_size():
+    if len(plugin_states) == distributed.get_world_size():
         augment.load_plugin_state(from_weights_only(plugin_states[rank]))  # Each rank's own streams.
     rng = state['rng']
     if len(rng) != distributed.get_world_size():
