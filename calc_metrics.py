@@ -177,6 +177,10 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device,
     except (detectors.DetectorError, ImportError) as err:
         raise click.ClickException(str(err)) from None
     args.run_dir = run_dir_of(network_pkl)
+    if verbose and args.run_dir:
+        from training import checkpoint
+        kimg = checkpoint.snapshot_kimg(network_pkl)  # The true kimg; upstream's file name rounds it down.
+        print(f'Snapshot of {args.run_dir} at kimg {kimg:g}' if kimg is not None else f'Snapshot of {args.run_dir}')
     if verbose:
         print(f'Dataset options: {dict(args.dataset_kwargs)}')
         print(f'Results go to {"stdout and " + args.run_dir if args.run_dir else "stdout only"}')

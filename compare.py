@@ -26,7 +26,8 @@ import click
 import dnnlib
 from metrics import metric_main
 
-SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)\.pkl$')
+# Upstream's names and the exact-kimg names that later snapshots within one kimg get (NNNNNN.FFF).
+SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)(?:\.\d{3})?\.pkl$')
 
 class CompareError(click.ClickException):
     """Bad input to the comparison; the message names the input and the fix."""
@@ -35,14 +36,17 @@ class CompareError(click.ClickException):
 # Run folders: snapshots by kimg, recorded metric lines, a label for the legend.
 
 def find_snapshots(run_dir: str) -> list:
-    """[(kimg, path)] sorted by kimg; a run without snapshots is an error."""
+    """[(kimg, path)] sorted by kimg; a run without snapshots is an error. The kimg is the true one,
+    read from the snapshot's training state (e.g. 0.5 for a 0.5-kimg run's final snapshot), not the
+    rounded-down number in upstream's file name."""
+    from training import checkpoint
     if not os.path.isdir(run_dir):
         raise CompareError(f'--runs: {run_dir} is not a folder')
     snaps = []
     for name in os.listdir(run_dir):    # not glob: run folder names may hold [ ] * ?
-        m = SNAPSHOT_RE.match(name)
-        if m:
-            snaps.append((int(m.group(1)), os.path.join(run_dir, name)))
+        if SNAPSHOT_RE.match(name):
+            path = os.path.join(run_dir, name)
+            snaps.append((checkpoint.snapshot_kimg(path), path))
     if not snaps:
         raise CompareError(f'--runs: {run_dir} holds no network-snapshot-*.pkl; train longer or pass the run folder itself')
     return sorted(snaps)
@@ -95,8 +99,8 @@ def lower_is_better(key: str) -> bool:
 
 
 def best_point(points: list, key: str):
-    """(kimg, value) of the best snapshot among [(kimg, results)], ties -> earliest."""
-    valid = [(kimg, res[key]) for kimg, res in points if isinstance(res.get(key), (int, float)) and res[key] == res[key]]
+    """(kimg, value) of the best snapshot among [(kimg, results, ...)], ties -> earliest."""
+    valid = [(kimg, res[key]) for kimg, res, *_ in points if isinstance(res.get(key), (int, float)) and res[key] == res[key]]
     if not valid:
         return None
     sign = 1 if lower_is_better(key) else -1
@@ -118,14 +122,14 @@ def evaluate_snapshot(pkl: str, metric: str, data=None, device='cpu', detector_d
 
 
 def evaluate_run(run_dir: str, metric: str, evaluate=evaluate_snapshot, reuse=True, **eval_kwargs) -> list:
-    """[(kimg, results)] for every snapshot of the run."""
+    """[(kimg, results, snapshot path)] for every snapshot of the run."""
     recorded = read_metric_lines(run_dir, metric) if reuse else {}
     points = []
     for kimg, pkl in find_snapshots(run_dir):
         results = recorded.get(os.path.basename(pkl))
         if results is None:
             results = evaluate(pkl, metric, **eval_kwargs)
-        points.append((kimg, results))
+        points.append((kimg, results, pkl))
     return points
 
 #----------------------------------------------------------------------------
@@ -142,21 +146,27 @@ def render_markdown(metric: str, key: str, runs: list) -> str:
               '|---|---|---:|---:|---:|---:|---:|']
     for run in runs:
         best = best_point(run['points'], key)
-        last_kimg, last_res = run['points'][-1]
+        last_kimg, last_res = run['points'][-1][:2]
         lines.append(f'| {run["label"]} | {os.path.basename(os.path.normpath(run["run_dir"]))} | {len(run["points"])} | '
-                     f'{best[0] if best else "-"} | {_fmt(best[1]) if best else "-"} | {last_kimg} | {_fmt(last_res.get(key))} |')
+                     f'{_kimg(best[0]) if best else "-"} | {_fmt(best[1]) if best else "-"} | {_kimg(last_kimg)} | {_fmt(last_res.get(key))} |')
     lines += ['', '## Best snapshot per run', '']
     for run in runs:
         best = best_point(run['points'], key)
         if best:
-            lines.append(f'- {run["label"]}: `{os.path.join(run["run_dir"], f"network-snapshot-{best[0]:06d}.pkl")}` ({key} = {_fmt(best[1])})')
-    kimgs = sorted({kimg for run in runs for kimg, _ in run['points']})
+            path = next(p[2] for p in run['points'] if p[0] == best[0])
+            lines.append(f'- {run["label"]}: `{path}` ({key} = {_fmt(best[1])})')
+    kimgs = sorted({point[0] for run in runs for point in run['points']})
     lines += ['', f'## {key} by kimg', '', '| kimg | ' + ' | '.join(run['label'] for run in runs) + ' |',
               '|---:|' + '---:|' * len(runs)]
     for kimg in kimgs:
-        cells = [_fmt(dict(run['points']).get(kimg, {}).get(key)) if kimg in dict(run['points']) else '' for run in runs]
-        lines.append(f'| {kimg} | ' + ' | '.join(cells) + ' |')
+        by_kimg = [{p[0]: p[1] for p in run['points']} for run in runs]
+        cells = [_fmt(pts[kimg].get(key)) if kimg in pts else '' for pts in by_kimg]
+        lines.append(f'| {_kimg(kimg)} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
+
+
+def _kimg(kimg) -> str:
+    return f'{kimg:g}' if isinstance(kimg, (int, float)) else '-'
 
 
 def _fmt(value) -> str:
@@ -216,9 +226,9 @@ def compare_runs(run_dirs: list, metric: str, outdir: str, labels=None, key=None
             for label, run_dir in zip(labels, run_dirs)]
     summary = dict(metric=metric, key=key, comparable=metric_main.is_comparable(metric),
                    runs=[dict(label=r['label'], run_dir=r['run_dir'], best=best_point(r['points'], key),
-                              points=[dict(kimg=k, results=res) for k, res in r['points']]) for r in runs])
+                              points=[dict(kimg=k, results=res, snapshot_pkl=pkl) for k, res, pkl in r['points']]) for r in runs])
     title = f'{key} vs kimg' + ('' if summary['comparable'] else ' (effnet: NOT comparable to Inception FID)')
-    png = plot.line_plot_png([(r['label'], [(k, res.get(key)) for k, res in r['points']]) for r in runs],
+    png = plot.line_plot_png([(r['label'], [(k, res.get(key)) for k, res, _ in r['points']]) for r in runs],
                              xlabel='kimg', ylabel=key, title=title)
     write_outputs(outdir, {'comparison.md': render_markdown(metric, key, runs).encode('utf-8'), 'comparison.png': png,
                            'comparison.json': (json.dumps(summary, indent=2) + '\n').encode('utf-8')})
@@ -272,7 +282,7 @@ def main(runs, specs, metric, outdir, data, kimg, seed, cfg, train_outdir, train
         raise CompareError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     for run in summary['runs']:
         best = run['best']
-        print(f'{run["label"]}: best {summary["key"]} = {best[1]:.4g} at kimg {best[0]}' if best else f'{run["label"]}: no value')
+        print(f'{run["label"]}: best {summary["key"]} = {best[1]:.4g} at kimg {best[0]:g}' if best else f'{run["label"]}: no value')
     print(f'Wrote {os.path.join(outdir, "comparison.md")} and comparison.png')
 
 #----------------------------------------------------------------------------

@@ -81,7 +81,8 @@ def test_kill_during_snapshot_write_then_resume_latest(tmp_path, small_grids):
     assert len(resumed) == 1
     log = open(outdir / resumed[0] / 'log.txt').read()
     assert 'Exact resume from' in log and 'training-state-000000.pt' in log
-    assert checkpoint.find_latest(str(outdir))[0] == str(outdir / resumed[0] / 'network-snapshot-000000.pkl')
+    # The resumed run's first snapshot (kimg 0.016) takes upstream's name in its folder, its last the exact one.
+    assert checkpoint.find_latest(str(outdir))[0] == str(outdir / resumed[0] / 'network-snapshot-000000.024.pkl')
 
 #----------------------------------------------------------------------------
 # A corrupt newest snapshot is skipped by --resume=latest and refused when named directly; a
@@ -267,3 +268,8 @@ def test_sigterm_writes_final_snapshot_and_exits_cleanly(tmp_path):
     assert 'Aborting on SIGTERM' in out
     pkl, state_path = checkpoint.find_latest(str(tmp_path))
     assert torch.load(state_path, weights_only=True)['progress']['cur_nimg'] > first
+    # The final snapshot falls in the same whole kimg as the first: it gets its own name, and the
+    # first pair (and its grid) stay as they were.
+    assert os.path.basename(pkl) == f'network-snapshot-{checkpoint.kimg_tag(torch.load(state_path, weights_only=True)["progress"]["cur_nimg"], exact=True)}.pkl'
+    assert torch.load(state, weights_only=True)['progress']['cur_nimg'] == first and checkpoint.verify(str(state))
+    assert checkpoint.snapshot_status(str(run_dir / 'network-snapshot-000000.pkl'))[0] == 'exact'

@@ -287,3 +287,132 @@ def test_dataset_tool_refuses_images_below_4x4(tmp_path, args):
     res = CliRunner().invoke(dataset_tool.main, [f'--source={src}', f'--dest={tmp_path / "out.zip"}'] + args)
     assert res.exit_code != 0 and '4' in res.output
     assert not (tmp_path / 'out.zip').exists()
+
+#----------------------------------------------------------------------------
+# Snapshots are never replaced: upstream's name for the first snapshot of a whole kimg, the exact
+# kimg for later ones (ticks under 1 kimg, a SIGTERM at 4.7 kimg); grids alike.
+
+def _state(nimg):
+    return dict(progress=dict(cur_nimg=nimg, cur_tick=1, batch_idx=0, tick_start_nimg=nimg))
+
+
+def test_snapshots_and_grids_within_one_kimg_get_unique_names(tmp_path):
+    from training import checkpoint
+    run = str(tmp_path)
+    first = checkpoint.save_checkpoint(run, 4032, {'G': 1}, _state(4032))
+    final = checkpoint.save_checkpoint(run, 4700, {'G': 2}, _state(4700))
+    assert os.path.basename(first) == 'network-snapshot-000004.pkl'
+    assert os.path.basename(final) == 'network-snapshot-000004.700.pkl'
+    assert checkpoint.state_path_for(final).endswith('training-state-000004.700.pt')
+    for pkl, g in ((first, 1), (final, 2)):
+        assert checkpoint.snapshot_status(pkl)[0] == 'exact'
+        with open(pkl, 'rb') as f:
+            assert pickle.load(f)['G'] == g
+    assert checkpoint.snapshot_kimg(first) == 4.032 and checkpoint.snapshot_kimg(final) == 4.7
+    grids = [checkpoint.fresh_path(run, nimg, 'fakes{}.png') for nimg in (4032,)]
+    open(grids[0], 'wb').close()
+    assert os.path.basename(checkpoint.fresh_path(run, 4700, 'fakes{}.png')) == 'fakes000004.700.png'
+    assert os.path.basename(checkpoint.fresh_path(run, 8000, 'fakes{}.png')) == 'fakes000008.png'
+
+
+def test_kill_between_snapshot_and_sidecar_loses_nothing(tmp_path, monkeypatch):
+    # The second snapshot of the same whole kimg is killed after its files, before its sidecars:
+    # the first pair still verifies, and the second resumes exactly through its state's digest.
+    from training import checkpoint
+    run = tmp_path / '00000-run'
+    run.mkdir()
+    first = checkpoint.save_checkpoint(str(run), 8, {'G': 1}, _state(8))
+    def killed(path, digest):
+        raise KeyboardInterrupt('killed')
+    monkeypatch.setattr(checkpoint, '_write_sidecar', killed)
+    with pytest.raises(KeyboardInterrupt):
+        checkpoint.save_checkpoint(str(run), 16, {'G': 2}, _state(16))
+    monkeypatch.undo()
+    second = str(run / 'network-snapshot-000000.016.pkl')
+    assert checkpoint.verify(first) and checkpoint.snapshot_status(first)[0] == 'exact'
+    assert checkpoint.find_latest(str(tmp_path)) == (second, checkpoint.state_path_for(second))
+    checkpoint.check_snapshot(second)  # An explicit --resume of it is accepted too.
+    assert checkpoint.load_state(checkpoint.state_path_for(second), second)['progress']['cur_nimg'] == 16
+
+
+def test_disk_full_at_the_sidecar_keeps_both_snapshots_usable(tmp_path, monkeypatch):
+    import errno
+    from training import checkpoint
+    run = str(tmp_path)
+    first = checkpoint.save_checkpoint(run, 8, {'G': 1}, _state(8))
+    real = checkpoint.atomic_write_bytes
+    def full(path, data):
+        if path.endswith('.sha256'):
+            raise checkpoint._write_error('write', path, OSError(errno.ENOSPC, 'No space left on device'))
+        return real(path, data)
+    monkeypatch.setattr(checkpoint, 'atomic_write_bytes', full)
+    with pytest.raises(checkpoint.CheckpointWriteError, match='Files written earlier are intact'):
+        checkpoint.save_checkpoint(run, 16, {'G': 2}, _state(16))
+    monkeypatch.undo()
+    assert checkpoint.verify(first) and checkpoint.verify(checkpoint.state_path_for(first))
+    assert checkpoint.find_latest(run)[0].endswith('network-snapshot-000000.016.pkl')
+
+
+def test_existing_exact_name_is_never_overwritten(tmp_path):
+    from training import checkpoint
+    for name in ('network-snapshot-000004.pkl', 'network-snapshot-000004.700.pkl'):
+        (tmp_path / name).write_bytes(b'someone else')
+    with pytest.raises(checkpoint.CheckpointWriteError, match='already exists'):
+        checkpoint.save_checkpoint(str(tmp_path), 4700, {'G': 1}, None)
+    assert (tmp_path / 'network-snapshot-000004.700.pkl').read_bytes() == b'someone else'
+
+
+def test_compare_reads_the_true_kimg(tmp_path):
+    import compare
+    from training import checkpoint
+    checkpoint.save_checkpoint(str(tmp_path), 32, {'G': 1}, _state(32))
+    checkpoint.save_checkpoint(str(tmp_path), 500, {'G': 2}, _state(500))
+    assert [k for k, _ in compare.find_snapshots(str(tmp_path))] == [0.032, 0.5]
+
+#----------------------------------------------------------------------------
+# --resume=latest picks the newest run with the same dataset and options, says so, and refuses
+# when no run matches and there are several; identical options give no architecture warning.
+
+def _fake_run(outdir, run_id, data, aug):
+    import json
+    from training import checkpoint, config
+    _desc, opts = config.setup_training_options(outdir=str(outdir), data=data, cfg='tiny', aug=aug, device='cpu')
+    run = outdir / f'{run_id:05d}-tiny-{aug}'
+    run.mkdir(parents=True)
+    opts['run_dir'] = str(run)
+    (run / 'training_options.json').write_text(json.dumps(opts))
+    common = dict(c_dim=0, img_resolution=16, img_channels=3)
+    G = dnnlib.util.construct_class_by_name(**opts['G_kwargs'], **common)
+    D = dnnlib.util.construct_class_by_name(**opts['D_kwargs'], **common)
+    return checkpoint.save_checkpoint(str(run), 1000, dict(training_set_kwargs=opts['training_set_kwargs'], G=G, D=D, G_ema=G,
+                                                            augment_pipe=None), _state(1000))
+
+
+def test_resume_latest_picks_the_run_with_matching_options(tmp_path, capsys):
+    from training import config
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    outdir = tmp_path / 'runs'
+    ada_pkl = _fake_run(outdir, 0, data, 'ada')
+    noaug_pkl = _fake_run(outdir, 1, data, 'noaug')
+    capsys.readouterr()
+    _desc, opts = config.setup_training_options(outdir=str(outdir), data=data, cfg='tiny', aug='ada', device='cpu', resume='latest')
+    err = capsys.readouterr().err
+    assert opts['resume_pkl'] == ada_pkl and opts['resume_state'].endswith('training-state-000001.pt')
+    assert '00000-tiny-ada' in err and 'skipped newer runs: 00001-tiny-noaug (aug: noaug != ada' in err
+    assert 'architecture differs' not in err and '<default>' not in err
+    _desc, opts = config.setup_training_options(outdir=str(outdir), data=data, cfg='tiny', aug='noaug', device='cpu', resume='latest')
+    assert opts['resume_pkl'] == noaug_pkl
+
+
+def test_resume_latest_refuses_when_no_run_matches_and_several_exist(tmp_path):
+    import click
+    from training import config
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    outdir = tmp_path / 'runs'
+    _fake_run(outdir, 0, data, 'ada')
+    _fake_run(outdir, 1, data, 'noaug')
+    with pytest.raises(click.BadParameter, match='none of the 2 runs'):
+        config.setup_training_options(outdir=str(outdir), data=data, cfg='tiny', aug='diffaug', device='cpu', resume='latest')
+    other = make_zip(str(tmp_path / 'other.zip'), seed=1)
+    with pytest.raises(click.BadParameter, match='other.zip|none of'):
+        config.setup_training_options(outdir=str(outdir), data=other, cfg='tiny', aug='ada', device='cpu', resume='latest')

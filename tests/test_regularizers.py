@@ -158,14 +158,14 @@ def test_append_line_closes_torn_line(tmp_path):
 
 
 def test_save_checkpoint_pairs_and_verifies(tmp_path):
-    pkl = checkpoint.save_checkpoint(str(tmp_path), 12, {'G': None}, {'progress': {'cur_nimg': 12000}})
+    pkl = checkpoint.save_checkpoint(str(tmp_path), 12000, {'G': None}, {'progress': {'cur_nimg': 12000}})
     state = checkpoint.state_path_for(pkl)
     assert pkl.endswith('network-snapshot-000012.pkl') and state.endswith('training-state-000012.pt')
     assert checkpoint.verify(pkl) and checkpoint.verify(state)
     assert checkpoint.find_latest(str(tmp_path)) == (pkl, state)
     assert checkpoint.load_state(state, pkl)['progress']['cur_nimg'] == 12000
     # A newer pickle without state: the older exact pair still wins; alone, it is used weights-only.
-    newer = checkpoint.save_checkpoint(str(tmp_path), 13, {'G': 1}, None)
+    newer = checkpoint.save_checkpoint(str(tmp_path), 13000, {'G': 1}, None)
     assert checkpoint.find_latest(str(tmp_path)) == (pkl, state)
     with pytest.raises(FileNotFoundError, match='belongs to'):
         checkpoint.load_state(state, newer)

@@ -240,13 +240,13 @@ def test_resume_local_pickle_and_latest(tmp_path, data, capsys):
         pytest.skip('training.checkpoint.save_checkpoint not available')
     run_dir = tmp_path / '00003-old'
     os.makedirs(run_dir)
-    pkl = checkpoint.save_checkpoint(str(run_dir), 12, _tiny_snapshot(), state=None)
+    pkl = checkpoint.save_checkpoint(str(run_dir), 12000, _tiny_snapshot(), state=None)
     desc, o = setup(data, cfg='tiny', resume=pkl, outdir=str(tmp_path))
     err = capsys.readouterr().err
     assert desc.endswith('-resumecustom') and o['resume_pkl'] == pkl and 'resume_state' not in o and o['ada_kimg'] == 100
     assert 'G_kwargs.z_dim: 64 -> 32' in err and 'D_kwargs.architecture: <default> -> orig' in err
     assert (o['G_kwargs']['z_dim'], o['G_kwargs']['mapping_kwargs']['num_layers'], o['D_kwargs']['architecture']) == (32, 3, 'orig')
-    pkl2 = checkpoint.save_checkpoint(str(run_dir), 16, _tiny_snapshot(), state=dict(cur_nimg=16000))
+    pkl2 = checkpoint.save_checkpoint(str(run_dir), 16000, _tiny_snapshot(), state=dict(cur_nimg=16000))
     desc, o = setup(data, cfg='tiny', resume='latest', outdir=str(tmp_path))
     assert desc.endswith('-resumelatest') and o['resume_pkl'] == pkl2 and o['resume_state'].endswith('training-state-000016.pt')
     assert 'ada_kimg' not in o and o['ema_rampup'] == 0.05 # a continuation keeps the schedule

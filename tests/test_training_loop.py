@@ -50,9 +50,11 @@ def test_cli_two_tick_run_folder(tmp_path, small_grids):
     assert len(run_dirs) == 1
     run_dir = run_dirs[0]
     names = sorted(os.listdir(run_dir))
+    # Two ticks within the first kimg: upstream's names for the first, exact-kimg names for the second.
     for expected in ['training_options.json', 'log.txt', 'stats.jsonl', 'reals.png', 'fakes_init.png', 'fakes000000.png',
-                     'network-snapshot-000000.pkl', 'network-snapshot-000000.pkl.sha256',
-                     'training-state-000000.pt', 'training-state-000000.pt.sha256']:
+                     'fakes000000.016.png', 'network-snapshot-000000.pkl', 'network-snapshot-000000.pkl.sha256',
+                     'training-state-000000.pt', 'training-state-000000.pt.sha256', 'network-snapshot-000000.016.pkl',
+                     'network-snapshot-000000.016.pkl.sha256', 'training-state-000000.016.pt', 'training-state-000000.016.pt.sha256']:
         assert expected in names, f'{expected} missing from {names}'
     assert not [n for n in names if n.endswith('.tmp')], names
 
@@ -77,8 +79,9 @@ def test_cli_two_tick_run_folder(tmp_path, small_grids):
         image = PIL.Image.open(os.path.join(run_dir, name))
         assert image.mode == 'RGB' and image.size == (4 * 16, 2 * 16)
 
-    pkl = os.path.join(run_dir, 'network-snapshot-000000.pkl')
-    assert checkpoint.verify(pkl) and checkpoint.verify(os.path.join(run_dir, 'training-state-000000.pt'))
+    pkl = os.path.join(run_dir, 'network-snapshot-000000.016.pkl')
+    assert checkpoint.verify(pkl) and checkpoint.verify(os.path.join(run_dir, 'training-state-000000.016.pt'))
+    assert torch.load(os.path.join(run_dir, 'training-state-000000.pt'), weights_only=True)['progress']['cur_nimg'] == 8
     snapshot = _load_pkl(pkl)
     assert list(snapshot)[:5] == ['training_set_kwargs', 'G', 'D', 'G_ema', 'augment_pipe']
     for key in ['G', 'D', 'G_ema', 'augment_pipe']:
@@ -88,7 +91,7 @@ def test_cli_two_tick_run_folder(tmp_path, small_grids):
     assert snapshot['asa_plugin']['spec'].startswith('ada')
     img = snapshot['G_ema'](torch.randn([2, snapshot['G_ema'].z_dim]), torch.zeros([2, 0]))
     assert img.shape == (2, 3, 16, 16) and torch.isfinite(img).all()
-    state = torch.load(os.path.join(run_dir, 'training-state-000000.pt'), weights_only=True)
+    state = torch.load(os.path.join(run_dir, 'training-state-000000.016.pt'), weights_only=True)
     assert state['progress']['cur_nimg'] == 16 and state['progress']['cur_tick'] == 2
     assert set(state['optimizers']) == {'G', 'D'} and 'pl_mean' in state['loss']
 
@@ -117,8 +120,8 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, mon
         os.makedirs(run_dir)
         extra = dict(abort_fn=abort_at_tick_1) if name == 'part' else {}
         if name == 'resumed':
-            extra = dict(resume_pkl=os.path.join(runs['part'], 'network-snapshot-000000.pkl'),
-                         resume_state=os.path.join(runs['part'], 'training-state-000000.pt'))
+            extra = dict(resume_pkl=os.path.join(runs['part'], 'network-snapshot-000000.016.pkl'),
+                         resume_state=os.path.join(runs['part'], 'training-state-000000.016.pt'))
         metrics = ['fid50k_full'] if name == 'full' else []
         # APA (with two batch_gpu rounds) checks that its pseudo reals, the G step's fakes, need no saved state.
         training_loop(rank=0, **tiny_options(run_dir, data, kimg=0.024, tick=0.008, aug=AUG + '+apa:p=0.5,interval=1,kimg=0.1',
@@ -127,15 +130,15 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, mon
     metric_lines = [json.loads(line) for line in open(os.path.join(runs['full'], 'metric-fid50k_full.jsonl'))]
     assert len(evaluated) == 3 and [m['results']['fid50k_full'] for m in metric_lines] == [1.0, 2.0, 3.0]
     assert metric_lines[0]['snapshot_pkl'] == 'network-snapshot-000000.pkl'
-    full = _load_pkl(os.path.join(runs['full'], 'network-snapshot-000000.pkl'))
-    resumed = _load_pkl(os.path.join(runs['resumed'], 'network-snapshot-000000.pkl'))
-    part = _load_pkl(os.path.join(runs['part'], 'network-snapshot-000000.pkl'))
+    full = _load_pkl(os.path.join(runs['full'], 'network-snapshot-000000.024.pkl'))
+    resumed = _load_pkl(os.path.join(runs['resumed'], 'network-snapshot-000000.pkl')) # Its first: kimg 0.024.
+    part = _load_pkl(os.path.join(runs['part'], 'network-snapshot-000000.016.pkl'))
     for key in ['G', 'D', 'G_ema']:
         assert _state_dicts_equal(full[key].state_dict(), resumed[key].state_dict()) == [], key
         assert _state_dicts_equal(full[key].state_dict(), part[key].state_dict()) != [], f'{key}: the 3rd step changed nothing'
     p_full = float(full['augment_pipe'].p)
     assert p_full == float(resumed['augment_pipe'].p) and p_full != float(part['augment_pipe'].p)
-    state_full = torch.load(os.path.join(runs['full'], 'training-state-000000.pt'), weights_only=True)
+    state_full = torch.load(os.path.join(runs['full'], 'training-state-000000.024.pt'), weights_only=True)
     state_resumed = torch.load(os.path.join(runs['resumed'], 'training-state-000000.pt'), weights_only=True)
     assert torch.equal(state_full['loss']['pl_mean'], state_resumed['loss']['pl_mean'])
     assert state_full['progress'] == state_resumed['progress']
@@ -206,8 +209,8 @@ def test_two_process_gloo_exact_resume_with_plugin_state(tmp_path):
         os.makedirs(tmp_path / name)
         extra = {}
         if name == 'resumed':
-            extra = dict(resume_pkl=str(tmp_path / 'part' / 'network-snapshot-000000.pkl'),
-                         resume_state=str(tmp_path / 'part' / 'training-state-000000.pt'))
+            extra = dict(resume_pkl=str(tmp_path / 'part' / 'network-snapshot-000000.016.pkl'),
+                         resume_state=str(tmp_path / 'part' / 'training-state-000000.016.pt'))
         runs.append(dict(name=name, options=tiny_options(str(tmp_path / name), data, **common, **extra),
                          abort_at_tick=1 if name == 'part' else None))
     outputs = _run_two_ranks(tmp_path, runs=runs)

@@ -274,7 +274,9 @@ def adopt_architecture(args: dict, resume: str, resume_pkl: str, c_dim: int) -> 
     if arch is None:
         return
     G_init, D_init = arch
+    # The pickle's omitted keys are its constructor's defaults; where --cfg omits them too, nothing differs.
     D_init = {**_ARCH_DEFAULTS['D'], **D_init}
+    D_init = {k: v for k, v in D_init.items() if k in args['D_kwargs'] or _ARCH_DEFAULTS['D'].get(k, object()) != v}
     diffs = merge_architecture(args['G_kwargs'], G_init, 'G_kwargs') + merge_architecture(args['D_kwargs'], D_init, 'D_kwargs')
     res = args['training_set_kwargs']['resolution']
     if G_init.get('img_resolution', res) != res:
@@ -287,7 +289,7 @@ def adopt_architecture(args: dict, resume: str, resume_pkl: str, c_dim: int) -> 
 #----------------------------------------------------------------------------
 # --resume: preset, path, URL or 'latest'. Returns (desc, resume_state or None).
 
-def resume_options(args: dict, resume, outdir: str, c_dim: int = 0) -> tuple:
+def resume_options(args: dict, resume, outdir: str, c_dim: int = 0, aug_spec: str | None = None) -> tuple:
     if resume is None or resume == 'noresume':
         return ('-noresume' if resume == 'noresume' else ''), None
     state = None
@@ -296,7 +298,8 @@ def resume_options(args: dict, resume, outdir: str, c_dim: int = 0) -> tuple:
     elif resume == 'latest':
         from training import checkpoint
         try:
-            pkl, state = checkpoint.find_latest(outdir)
+            # Only runs on the same dataset with the same options qualify (training/run_match.py).
+            pkl, state = checkpoint.find_latest(outdir, options=dict(args, aug_spec=aug_spec), note=lambda m: click.echo(m, err=True))
         except FileNotFoundError as e:
             raise _bad('--resume', str(e)) from e
         desc = '-resumelatest'
@@ -311,8 +314,7 @@ def resume_options(args: dict, resume, outdir: str, c_dim: int = 0) -> tuple:
             checkpoint.check_snapshot(resume)
         except FileNotFoundError as e:
             raise _bad('--resume', str(e)) from e
-        candidate = checkpoint.state_path_for(resume)
-        state = candidate if candidate and checkpoint.verify(candidate, required=True) else None
+        state = checkpoint.snapshot_status(resume)[1] # The training state that records this pickle's digest, if any.
         desc, pkl = '-resumecustom', resume
     args['resume_pkl'] = pkl
     if state is None: # Transfer learning (upstream): ADA reacts faster, no EMA ramp-up.
@@ -409,7 +411,7 @@ def setup_training_options(
     desc, c_dim = dataset_options(args, data, bool(cond), subset, bool(mirror), seed)
     desc += preset_options(args, cfg, gpus, gamma, kimg, batch, batch_gpu)
     aug_desc, aug_spec = aug_options(args, aug, p, target, augpipe)
-    resume_desc, resume_state = resume_options(args, resume, outdir, c_dim)
+    resume_desc, resume_state = resume_options(args, resume, outdir, c_dim, aug_spec)
     desc += aug_desc + resume_desc
     if freezed is not None:
         if freezed < 0:

@@ -143,7 +143,7 @@ def training_loop(
                 distributed.broadcast_buffers(module)  # w_avg follows each rank's batches; keep rank 0's.
             if rank == 0 and image_snapshot_ticks and (done or cur_tick % image_snapshot_ticks == 0):
                 fakes = image_grid.generate_grid(G_ema, grid_z, grid_c, batch_gpu)
-                image_grid.save_image_grid(fakes, f'{run_dir}/fakes{cur_nimg // 1000:06d}.png', drange=[-1, 1], grid_size=grid_size)
+                image_grid.save_image_grid(fakes, checkpoint.fresh_path(run_dir, cur_nimg, 'fakes{}.png'), drange=[-1, 1], grid_size=grid_size)
             if network_snapshot_ticks and (done or cur_tick % network_snapshot_ticks == 0):
                 distributed.check_in_sync({'G': G, 'D': D, 'G_ema': G_ema, 'augment': augment})
                 next_progress = dict(progress, cur_tick=cur_tick + 1, tick_start_nimg=cur_nimg)
@@ -151,7 +151,7 @@ def training_loop(
                 snapshot_pkl = None
                 if rank == 0:
                     snapshot = run_state.snapshot_data(G, D, G_ema, augment, training_set_kwargs)
-                    snapshot_pkl = checkpoint.save_checkpoint(run_dir, cur_nimg // 1000, snapshot, state)
+                    snapshot_pkl = checkpoint.save_checkpoint(run_dir, cur_nimg, snapshot, state)
                 snapshot_pkl = distributed.broadcast_object(snapshot_pkl)
                 results = evaluate_metrics(metrics, G_ema, training_set_kwargs, num_gpus, rank, device, run_dir, snapshot_pkl)
                 reporter.write_metrics(results, cur_nimg)
