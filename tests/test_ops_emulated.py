@@ -33,8 +33,9 @@ FAKE_CUDA_RUNTIME = """#pragma once
 #include <math.h>
 #define __global__
 #define __device__
+#define __host__
 #define __forceinline__ inline
-struct EmuDim { unsigned int x; };
+struct EmuDim { unsigned int x, y, z; };
 static EmuDim blockIdx, threadIdx, blockDim, gridDim;
 typedef int cudaError_t;
 typedef void* cudaStream_t;
@@ -53,23 +54,29 @@ GLUE = {
     'bias_act': """#include "cuda_runtime.h"
 #include "%(ops)s/bias_act.cu"
 %(each_thread)s
-extern "C" void emu_bias_act(int dtype, const BiasActParams* p) {
-    each_thread([&] { if (dtype == 0) bias_act_kernel<float>(*p); else if (dtype == 1) bias_act_kernel<double>(*p);
-                      else bias_act_kernel<c10::Half>(*p); });
+template <class T> static void run(const BiasActParams* p, long long narrow_limit) {   // the launcher's kernel choice
+    bias_act_dispatch<T>(*p, [&](BiasActKernel kernel, int) { each_thread(3, 1, 1, 5, 1, [&] { kernel(*p); }); }, narrow_limit);
+}
+extern "C" void emu_bias_act(int dtype, const BiasActParams* p, long long narrow_limit) {
+    if (dtype == 0) run<float>(p, narrow_limit); else if (dtype == 1) run<double>(p, narrow_limit); else run<c10::Half>(p, narrow_limit);
 }
 """,
     'upfirdn2d': """#include "cuda_runtime.h"
 #include "%(ops)s/upfirdn2d.cu"
 %(each_thread)s
 extern "C" void emu_upfirdn2d(int dtype, const Upfirdn2dParams* p) {
-    each_thread([&] { if (dtype == 0) upfirdn2d_kernel<float>(*p); else if (dtype == 1) upfirdn2d_kernel<double>(*p);
-                      else upfirdn2d_kernel<c10::Half>(*p); });
+    each_thread(2, 3, 2, 4, 2, [&] { if (dtype == 0) upfirdn2d_kernel<float>(*p); else if (dtype == 1) upfirdn2d_kernel<double>(*p);
+                                     else upfirdn2d_kernel<c10::Half>(*p); });
 }
 """}
 
-EACH_THREAD = """template <class F> static void each_thread(F run) {   // a 3-block x 5-thread grid, one thread at a time
-    gridDim.x = 3; blockDim.x = 5;
-    for (unsigned b = 0; b < gridDim.x; b++) for (unsigned t = 0; t < blockDim.x; t++) { blockIdx.x = b; threadIdx.x = t; run(); }
+EACH_THREAD = """// A small grid (blocks gx x gy x gz of bx x by threads), one thread at a time: the kernels'
+// grid-stride loops must cover everything.
+template <class F> static void each_thread(unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by, F run) {
+    gridDim = {gx, gy, gz}; blockDim = {bx, by, 1}; threadIdx.z = 0;
+    for (blockIdx.z = 0; blockIdx.z < gz; blockIdx.z++) for (blockIdx.y = 0; blockIdx.y < gy; blockIdx.y++)
+        for (blockIdx.x = 0; blockIdx.x < gx; blockIdx.x++) for (threadIdx.y = 0; threadIdx.y < by; threadIdx.y++)
+            for (threadIdx.x = 0; threadIdx.x < bx; threadIdx.x++) run();
 }"""
 
 #----------------------------------------------------------------------------
@@ -97,6 +104,7 @@ def _ptr(t):
 class EmulatedPlugin:
     def __init__(self, libs):
         self.libs = libs        # op name -> ctypes library
+        self.narrow_limit = 1 << 31     # bias_act uses 32-bit indices below this many elements
 
     def bias_act(self, mode, g, b, xref, yref, dy, dim, act, alpha, gain, clamp):
         for t in (xref, yref, dy):
@@ -104,7 +112,7 @@ class EmulatedPlugin:
         out = torch.empty_like(g)
         p = BiasActParams(_ptr(g), _ptr(b), _ptr(xref), _ptr(yref), _ptr(dy), _ptr(out), g.numel(),
                           max(g.stride(dim), 1), g.shape[dim], mode, act, alpha, gain, clamp)
-        self.libs['bias_act'].emu_bias_act(DTYPE_IDS[g.dtype], ctypes.byref(p))
+        self.libs['bias_act'].emu_bias_act(DTYPE_IDS[g.dtype], ctypes.byref(p), ctypes.c_longlong(self.narrow_limit))
         return out
 
     def upfirdn2d(self, x, f, upx, upy, downx, downy, padx0, padx1, pady0, pady1, flip, gain):
@@ -173,7 +181,8 @@ def _assert_all_close(got, expect, rel):
 @pytest.mark.parametrize('clamp', [None, 0.7])
 @pytest.mark.parametrize('layout', ['nchw', 'channels_last', 'fc'])
 def test_emulated_bias_act_matches_reference(emulated, act, clamp, layout):
-    dim, shape = {'nchw': (2, [2, 3, 5, 4]), 'channels_last': (1, [2, 5, 3, 4]), 'fc': (1, [4, 7])}[layout]
+    # Bias strides 3 (neither 1 nor a multiple of the pack size), 1 (channels_last) and 1 (fc, odd numel).
+    dim, shape = {'nchw': (2, [2, 3, 5, 3]), 'channels_last': (1, [2, 5, 3, 4]), 'fc': (1, [4, 7])}[layout]
     x = torch.randn(shape, dtype=torch.float64) * 2
     if layout == 'channels_last':
         x = x.to(memory_format=torch.channels_last)
@@ -184,6 +193,21 @@ def test_emulated_bias_act_matches_reference(emulated, act, clamp, layout):
     _assert_all_close(fused, ref, 1e-9)
     if layout == 'channels_last':
         assert fused[0].is_contiguous(memory_format=torch.channels_last)
+
+@pytest.mark.parametrize('variant', ['misaligned', 'wide_index'])
+@pytest.mark.parametrize('act', ['lrelu', 'swish'])
+def test_emulated_bias_act_kernel_variants(emulated, variant, act, monkeypatch):
+    # The launcher's other instantiations: one-element accesses when a tensor starts off a 16-byte
+    # boundary (a view one element into its storage), and 64-bit indices (beyond 2^31 elements).
+    x = torch.randn(2 * 5 * 3 * 4 + 1, dtype=torch.float64)
+    x = x[1:].view(2, 5, 3, 4) if variant == 'misaligned' else x[:-1].view(2, 5, 3, 4)
+    if variant == 'wide_index':
+        monkeypatch.setattr(emulated, 'narrow_limit', 0)
+    b = torch.randn(5, dtype=torch.float64)
+    kwargs = dict(act=act, alpha=0.3, gain=0.6, clamp=0.7)
+    fused = value_grad_grad(lambda x, b: bias_act._bias_act_cuda(**kwargs).apply(x, b), [x, b])
+    ref = value_grad_grad(lambda x, b: bias_act._bias_act_ref(x, b, **kwargs), [x, b])
+    _assert_all_close(fused, ref, 1e-9)
 
 #----------------------------------------------------------------------------
 # fp32 and fp16 under the GPU tests' tolerance rule: every activation, with and without clamp,

@@ -80,51 +80,136 @@ template <class T, class S> __device__ __forceinline__ T store_clamped(S v, S cl
 }
 
 //----------------------------------------------------------------------------
-// One element per loop step; grid-stride loop with 64-bit indices.
+// One element: the value (mode 0) or a derivative (modes 1, 2). `xref`/`yref`/`dy` are 0 when absent.
 
-template <class T> __global__ void bias_act_kernel(BiasActParams p)
+template <class T> struct BiasActConsts {
+    typedef typename OpMath<T>::type S;
+    S gain, clamp, alpha;
+    T clamp_t;          // the clamp as stored in y
+    bool use_clamp, y_based;
+    int mode, act;
+};
+
+template <class T> __device__ __forceinline__ BiasActConsts<T> bias_act_consts(const BiasActParams& p)
 {
     typedef typename OpMath<T>::type S;
-    const T* g = (const T*)p.g;
-    const T* b = (const T*)p.b;
-    const T* xref = (const T*)p.xref;
-    const T* yref = (const T*)p.yref;
-    const T* dy = (const T*)p.dy;
-    T* out = (T*)p.out;
-    const S gain = (S)p.gain, clamp = (S)p.clamp, alpha = (S)p.alpha, zero = 0;
-    const bool use_clamp = p.clamp >= 0;
-    const T clamp_t = (T)clamp;     // the clamp as stored in y
-    const bool y_based = (p.act == kBiasActLinear || p.act == kBiasActRelu || p.act == kBiasActLrelu) && yref;
+    BiasActConsts<T> c;
+    c.gain = (S)p.gain; c.clamp = (S)p.clamp; c.alpha = (S)p.alpha;
+    c.clamp_t = (T)c.clamp;
+    c.use_clamp = p.clamp >= 0;
+    c.y_based = (p.act == kBiasActLinear || p.act == kBiasActRelu || p.act == kBiasActLrelu) && p.yref;
+    c.mode = p.mode; c.act = p.act;
+    return c;
+}
 
-    for (long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x; i < p.numel;
-         i += (long long)blockDim.x * gridDim.x) {
-        S bias = b ? (S)b[(i / p.bias_stride) % p.bias_size] : zero;
-        S gi = (S)g[i];
-        if (p.mode == 0) {
-            S v = act_values<S>(p.act, gi + bias, alpha).v * gain;
-            out[i] = use_clamp ? store_clamped<T, S>(v, clamp, clamp_t) : (T)v;
-            continue;
-        }
-        S result;
-        if (y_based) {
-            // Piecewise-linear activations: the slope and the clamp mask follow from y alone.
-            S y = (S)yref[i];
-            S slope = (p.act == kBiasActLinear) ? (S)1 : (y * gain > zero ? (S)1 : (p.act == kBiasActLrelu ? alpha : zero));
-            if (use_clamp && !(op_abs(y) < (S)clamp_t)) slope = zero;
-            result = (p.mode == 1) ? gi * slope * gain : zero;
-        } else {
-            S z = (xref ? (S)xref[i] : zero) + bias;
-            ActValues<S> a = act_values<S>(p.act, z, alpha);
-            bool pass = !use_clamp || op_abs(a.v * gain) <= clamp;
-            if (p.mode == 1) result = pass ? gi * a.d1 * gain : zero;
-            else             result = pass ? gi * (S)dy[i] * a.d2 * gain : zero;
-        }
-        out[i] = (T)result;
+template <class T, class S> __device__ __forceinline__ T bias_act_one(const BiasActConsts<T>& c, S g, S bias, S xref, S yref, S dy)
+{
+    const S zero = 0;
+    if (c.mode == 0) {
+        S v = act_values<S>(c.act, g + bias, c.alpha).v * c.gain;
+        return c.use_clamp ? store_clamped<T, S>(v, c.clamp, c.clamp_t) : (T)v;
     }
+    S result;
+    if (c.y_based) {
+        // Piecewise-linear activations: the slope and the clamp mask follow from y alone.
+        S slope = (c.act == kBiasActLinear) ? (S)1 : (yref * c.gain > zero ? (S)1 : (c.act == kBiasActLrelu ? c.alpha : zero));
+        if (c.use_clamp && !(op_abs(yref) < (S)c.clamp_t)) slope = zero;
+        result = (c.mode == 1) ? g * slope * c.gain : zero;
+    } else {
+        ActValues<S> a = act_values<S>(c.act, xref + bias, c.alpha);
+        bool pass = !c.use_clamp || op_abs(a.v * c.gain) <= c.clamp;
+        if (c.mode == 1) result = pass ? g * a.d1 * c.gain : zero;
+        else             result = pass ? g * dy * a.d2 * c.gain : zero;
+    }
+    return (T)result;
 }
 
 //----------------------------------------------------------------------------
-// Launcher (nvcc only: tests/test_ops_emulated.py compiles the kernel above with a host compiler).
+// Memory access: each thread handles V consecutive elements per step, one 16-byte load or store
+// per tensor when every element pointer is 16-byte aligned (V = 1 otherwise), with 32-bit indices
+// I when the tensor has fewer than 2^31 elements. The bias index (i / bias_stride) % bias_size is
+// computed once per V elements: they share it when bias_stride is a multiple of V (NCHW), and they
+// walk the channels in order when bias_stride is 1 (channels_last, fully connected).
+
+template <class T, int V> struct alignas(sizeof(T) * V) Pack { T v[V]; };
+
+template <class T, int V, class I> __device__ __forceinline__ Pack<T, V> load_pack(const T* base, I i)
+{
+    return *reinterpret_cast<const Pack<T, V>*>(base + i);
+}
+
+template <class T, int V, class I, class S> __device__ __forceinline__ void bias_values(const BiasActParams& p, I i0, S* out)
+{
+    const T* b = (const T*)p.b;
+    const I stride = (I)p.bias_stride, size = (I)p.bias_size;
+    if (!b) {
+#pragma unroll
+        for (int k = 0; k < V; k++) out[k] = (S)0;
+    } else if (stride % V == 0) {
+        S v = (S)b[(i0 / stride) % size];
+#pragma unroll
+        for (int k = 0; k < V; k++) out[k] = v;
+    } else if (stride == 1) {
+        I ch = i0 % size;
+#pragma unroll
+        for (int k = 0; k < V; k++) { out[k] = (S)b[ch]; if (++ch == size) ch = 0; }
+    } else {
+#pragma unroll
+        for (int k = 0; k < V; k++) out[k] = (S)b[((i0 + k) / stride) % size];
+    }
+}
+
+// V elements starting at i0 (a multiple of V).
+template <class T, int V, class I> __device__ __forceinline__ void bias_act_step(const BiasActParams& p, const BiasActConsts<T>& c, I i0)
+{
+    typedef typename OpMath<T>::type S;
+    Pack<T, V> g = load_pack<T, V>((const T*)p.g, i0), x, y, d, out;
+    if (p.xref) x = load_pack<T, V>((const T*)p.xref, i0);
+    if (p.yref) y = load_pack<T, V>((const T*)p.yref, i0);
+    if (p.dy)   d = load_pack<T, V>((const T*)p.dy, i0);
+    S bias[V];
+    bias_values<T, V, I, S>(p, i0, bias);
+#pragma unroll
+    for (int k = 0; k < V; k++)
+        out.v[k] = bias_act_one<T, S>(c, (S)g.v[k], bias[k], p.xref ? (S)x.v[k] : (S)0,
+                                      p.yref ? (S)y.v[k] : (S)0, p.dy ? (S)d.v[k] : (S)0);
+    *reinterpret_cast<Pack<T, V>*>((T*)p.out + i0) = out;
+}
+
+template <class T, class I, int V> __global__ void bias_act_kernel(BiasActParams p)
+{
+    const BiasActConsts<T> c = bias_act_consts<T>(p);
+    const I numel = (I)p.numel, full = numel / V, threads = (I)blockDim.x * gridDim.x;
+    const I first = (I)blockIdx.x * blockDim.x + threadIdx.x;
+    for (I v = first; v < full; v += threads)           // grid-stride loop over whole packs
+        bias_act_step<T, V, I>(p, c, v * V);
+    for (I i = full * V + first; i < numel; i += threads) // the last numel % V elements
+        bias_act_step<T, 1, I>(p, c, i);
+}
+
+//----------------------------------------------------------------------------
+// Kernel choice (host code, also used by the CPU emulation in tests/test_ops_emulated.py):
+// calls run(kernel, V) with the instantiation that suits p. 32-bit indices below `narrow_limit`
+// elements (the emulation lowers it to test the 64-bit variants).
+
+typedef void (*BiasActKernel)(BiasActParams);
+
+template <class T, class F> inline void bias_act_dispatch(const BiasActParams& p, F run, long long narrow_limit = 1LL << 31)
+{
+    const int wide = 16 / (int)sizeof(T);
+    const void* ptrs[] = {p.g, p.xref, p.yref, p.dy, p.out};
+    bool aligned = true;
+    for (const void* q : ptrs)
+        aligned = aligned && (reinterpret_cast<unsigned long long>(q) % 16 == 0);
+    const bool narrow = p.numel < narrow_limit;
+    if (aligned && narrow)  run(&bias_act_kernel<T, unsigned int, 16 / sizeof(T)>, wide);
+    else if (aligned)       run(&bias_act_kernel<T, unsigned long long, 16 / sizeof(T)>, wide);
+    else if (narrow)        run(&bias_act_kernel<T, unsigned int, 1>, 1);
+    else                    run(&bias_act_kernel<T, unsigned long long, 1>, 1);
+}
+
+//----------------------------------------------------------------------------
+// Launcher (nvcc only: tests/test_ops_emulated.py compiles the code above with a host compiler).
 
 #ifdef __CUDACC__
 
@@ -132,10 +217,12 @@ template <class T> cudaError_t bias_act_launch(const BiasActParams& p, cudaStrea
 {
     if (p.numel == 0)
         return cudaSuccess;
-    const int block = 256;
-    long long blocks = (p.numel + block - 1) / block;
-    if (blocks > 65536) blocks = 65536;   // grid-stride loop covers the rest
-    bias_act_kernel<T><<<(unsigned int)blocks, block, 0, stream>>>(p);
+    bias_act_dispatch<T>(p, [&](BiasActKernel kernel, int vec) {
+        const int block = 256;
+        long long blocks = (p.numel / vec + block - 1) / block;
+        blocks = blocks < 1 ? 1 : (blocks > 8192 ? 8192 : blocks);   // grid-stride loops cover the rest
+        kernel<<<(unsigned int)blocks, block, 0, stream>>>(p);
+    });
     return cudaGetLastError();
 }
 
