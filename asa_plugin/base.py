@@ -61,6 +61,7 @@ class AugmentMethod(torch.nn.Module):
     alone: bool = False             # Means "no augmentation": cannot be combined with other methods.
     image_space_hint: str = ''      # Appended to the "both augment every image" error: how to combine on purpose.
     spec_words: Optional[str] = None  # Constructor argument that collects a spec's bare words, if any.
+    spec_presets: dict = {}         # name -> spec text for 'method:preset=name' (a recipe; may add methods).
 
     @classmethod
     def check_options(cls, options: dict) -> None:

@@ -126,6 +126,11 @@ def _parse_method(spec: str, part: str) -> tuple:
                 raise spec_error(spec, f'{name} takes no bare word "{key}"; give options as key=value (allowed: {allowed}).{_did_you_mean(key, options)}')
         if not _NAME.match(key) or not value:
             raise spec_error(spec, f'bad option "{item}" in "{part}"; write key=value (allowed for {name}: {allowed})')
+        if key == 'preset' and cls.spec_presets and 'preset' not in options:
+            if value not in cls.spec_presets:
+                raise spec_error(spec, f'{name} has no preset "{value}"; presets: {", ".join(cls.spec_presets)}')
+            kwargs[key] = value
+            continue
         if key not in options and not var_kw:
             raise spec_error(spec, f'{name} has no option "{key}"; allowed: {allowed}.{_did_you_mean(key, options)}')
         if key in kwargs or key == words_key and words:
@@ -158,7 +163,22 @@ def parse_spec(spec: str) -> list:
     parts = spec.strip().split('+')
     if any(not p.strip() for p in parts):
         raise spec_error(spec, 'empty method between "+" signs; write name[:options] joined by single "+"')
-    return [_parse_method(spec, p.strip()) for p in parts]
+    parsed = []
+    for part in parts:
+        parsed += _expand_preset(spec, *_parse_method(spec, part.strip()))
+    return parsed
+
+#----------------------------------------------------------------------------
+# 'name:preset=X' -> the methods of the class's recipe X (`spec_presets`); options written next to
+# the preset override the recipe's options of that method (`asa:preset=official,lambda0=0.5`).
+
+def _expand_preset(spec: str, name: str, kwargs: dict) -> list:
+    if 'preset' not in kwargs:
+        return [(name, kwargs)]
+    kwargs = dict(kwargs)
+    recipe = registry.get_augment_class(name).spec_presets[kwargs.pop('preset')]
+    expanded = [_parse_method(spec, part) for part in recipe.split('+')]
+    return [(n, {**o, **kwargs} if n == name else o) for n, o in expanded]
 
 #----------------------------------------------------------------------------
 # Rules over a parsed spec [(name, options)], from the facts each method class declares

@@ -350,7 +350,7 @@ def test_method_adjusts_logits(c_dim, per_class):
     D = _make_D(c_dim)
     N = 8
     c = torch.eye(max(c_dim, 1))[torch.arange(N) % max(c_dim, 1)][:, :c_dim]
-    asa = ASA(lambda0=0.6, ramp='none', cov_mode='running', per_class=per_class)
+    asa = ASA(lambda0=0.6, ramp='none', form='jensen', cov_mode='running', per_class=per_class)
     asa.setup(_ctx(D, c_dim))
     real, fake = _feed(asa, D, c)
     logits, _ = D(real, c, return_features=True)
@@ -375,7 +375,7 @@ def test_method_adjusts_logits(c_dim, per_class):
 def test_method_ramp_and_r1_invariance():
     D = _make_D()
     c = torch.zeros([8, 0])
-    asa = ASA(lambda0=0.5, ramp='linear')
+    asa = ASA(lambda0=0.5, ramp='10kimg', form='jensen')
     asa.setup(_ctx(D, total_kimg=10))
     real, _ = _feed(asa, D, c)
     logits = D(real, c)
@@ -442,6 +442,10 @@ def test_method_option_errors():
         ASA(g_loss='hinge')
     with pytest.raises(ValueError, match='ramp'):
         ASA(ramp='fast')
+    with pytest.raises(ValueError, match='ramp=linear .* was removed'):
+        ASA(ramp='linear')
+    with pytest.raises(ValueError, match='unknown form'):
+        ASA(form='exact')
     with pytest.raises(ValueError, match='per_class'):
         asa_plugin.create_augment_stack('asa:per_class=maybe')
     with pytest.raises(ValueError, match='per_class=true needs a conditional dataset'):
@@ -585,3 +589,127 @@ def test_cuda_hooks_match_cpu_without_host_sync(per_class):
     assert torch.allclose(methods['cuda'].trackers['real'].cov.cpu(), methods['cpu'].trackers['real'].cov, rtol=1e-10, atol=1e-12)
 
 #----------------------------------------------------------------------------
+
+#----------------------------------------------------------------------------
+# Strength in kimg, not a fraction of --kimg (a 1000-kimg and a 25000-kimg run agree at 500 kimg).
+
+@pytest.mark.parametrize('ramp', ['none', '300', '2000kimg'])
+def test_lambda_does_not_depend_on_run_length(ramp):
+    lams = []
+    for total_kimg in (1000, 25000):
+        asa = ASA(lambda0=0.8, ramp=ramp)
+        asa.setup(_ctx(total_kimg=total_kimg))
+        asa.update(cur_nimg=500_000, batch_size=32)
+        lams.append(asa.lam)
+    expect = {'none': 0.8, '300': 0.8, '2000kimg': 0.8 * 500 / 2000}[ramp]
+    assert lams[0] == lams[1] == pytest.approx(expect)
+
+#----------------------------------------------------------------------------
+# The expected form: the plain loss of the effective logit is E[softplus] under the Gaussian logit
+# (Monte Carlo), below the Jensen bound, and its gradient grows like sqrt(q), not q.
+
+@pytest.mark.parametrize('target', ['real', 'fake'])
+def test_expected_form_matches_monte_carlo(target):
+    gen = torch.Generator().manual_seed(7)
+    l = torch.randn([6, 1], generator=gen, dtype=torch.float64) * 3
+    q = torch.rand([6], generator=gen, dtype=torch.float64) * 5
+    lam, S = 0.8, 400_000
+    sign = -1.0 if target == 'real' else 1.0
+    u = sign * (l + (lam * q[:, None]).sqrt() * torch.randn([1, S], generator=gen, dtype=torch.float64))
+    mc = F.softplus(u)
+    loss = F.softplus(sign * B.adjusted_logits(l, q, lam, target, 'expected'))[:, 0]
+    assert torch.allclose(loss, mc.mean(1), atol=float(4 * mc.std(1).max() / S ** 0.5))
+    jensen = F.softplus(sign * B.adjusted_logits(l, q, lam, target, 'jensen'))[:, 0]
+    assert (loss <= jensen + 1e-9).all() and (loss >= F.softplus(sign * l[:, 0]) - 1e-9).all()
+
+
+def test_expected_form_stays_linear_in_the_augmentation_std():
+    l = torch.zeros([3, 1], dtype=torch.float64, requires_grad=True)
+    q = torch.tensor([1e2, 1e4, 1e6], dtype=torch.float64, requires_grad=True)
+    loss = F.softplus(-B.adjusted_logits(l, q, 1.0, 'real', 'expected'))[:, 0]
+    # E[softplus(s eps)] -> s / sqrt(2 pi) for large s; Jensen would give q / 2.
+    assert torch.allclose(loss, q.detach().sqrt() / (2 * np.pi) ** 0.5, rtol=0.05)
+    loss.sum().backward()
+    assert torch.allclose(l.grad[:, 0], torch.full([3], -0.5, dtype=torch.float64), atol=1e-3)
+    assert (q.grad > 0).all() and (q.grad <= 1 / 8 + 1e-9).all()                   # dE/dq = lam/2 E[sigmoid'] <= lam/8
+    # Far from the decision boundary both forms cost nothing, and gradients stay finite.
+    far = torch.tensor([[-800.0], [800.0]], dtype=torch.float64, requires_grad=True)
+    x = B.adjusted_logits(far, torch.tensor([1.0, 1.0], dtype=torch.float64), 1.0, 'real', 'expected')
+    F.softplus(-x).sum().backward()
+    assert torch.isfinite(far.grad).all() and float(far.grad[0]) == pytest.approx(-1.0)
+
+
+@pytest.mark.parametrize('form', ['jensen', 'expected', 'moderated'])
+def test_saturating_surrogate_gradient(form):
+    gen = torch.Generator().manual_seed(8)
+    l = (torch.randn([7, 1], generator=gen, dtype=torch.float64) * 3).requires_grad_(True)
+    q = torch.rand([7], generator=gen, dtype=torch.float64) * 4
+    lam = 0.7
+    x = B.saturating_surrogate(l, q, lam, form)
+    (g_sur,) = torch.autograd.grad(F.softplus(-x).sum(), l)
+    l2 = l.detach().requires_grad_(True)
+    direct = -F.softplus(B.adjusted_logits(l2, q, lam, 'fake', form))                # -E[softplus(l~)]
+    (g_dir,) = torch.autograd.grad(direct.sum(), l2)
+    assert torch.allclose(g_sur, g_dir, rtol=1e-6, atol=1e-9)
+    assert torch.allclose(x.detach(), B.adjusted_logits(l.detach(), q, lam, 'real', form))
+
+#----------------------------------------------------------------------------
+# cov_mode=batch: the G step's fake covariance comes from the G batch itself, not the last D step.
+
+def test_batch_mode_G_step_uses_the_current_G_batch():
+    D = _make_D()
+    N = 8
+    c = torch.zeros([N, 0])
+    asa = ASA(lambda0=1.0, form='jensen', cov_mode='batch')
+    asa.setup(_ctx(D))
+    _feed(asa, D, c)
+    gen_img = torch.randn([N, 3, 16, 16]) * 3
+    with torch.no_grad():
+        logits, features = D(gen_img, c, return_features=True)
+    w = D.last_layer(c)[0].detach().double()
+    x = features.double() - features.double().mean(0)
+    q_batch = float(w[0] @ (x.T @ x / N) @ w[0])
+    stale = float(w[0] @ asa.trackers['fake'].cov[0] @ w[0])
+    assert abs(q_batch - stale) > 1e-3 * q_batch
+    adjusted = asa.adjust_logits(logits, features, c, 'real', 'Gmain')
+    assert torch.allclose(adjusted, logits - 0.5 * q_batch, rtol=1e-4, atol=1e-5)
+    # The EMA mode keeps using the tracked covariance in the G step.
+    ema = ASA(lambda0=1.0, form='jensen', cov_mode='ema')
+    ema.setup(_ctx(D))
+    _feed(ema, D, c)
+    q_ema = float(w[0] @ ema.trackers['fake'].cov[0] @ w[0])
+    assert torch.allclose(ema.adjust_logits(logits, features, c, 'real', 'Gmain'), logits - 0.5 * q_ema, rtol=1e-4, atol=1e-5)
+
+#----------------------------------------------------------------------------
+# The official recipe as a preset, expanded in the spec; options next to it override it.
+
+def test_official_preset():
+    from asa_plugin import SpecError, canonical_spec, create_augment_stack
+    assert canonical_spec('asa:preset=official') == \
+        'diffaug:color,translation,cutout+asa:lambda0=1.0,ramp=none,form=jensen,cov_mode=batch,g_loss=saturating'
+    stack = create_augment_stack('asa:preset=official,lambda0=0.5')
+    asa = stack.get('asa')
+    assert (asa.lambda0, asa.cov_mode, asa.g_loss, asa.ramp, asa.form) == (0.5, 'batch', 'saturating', 'none', 'jensen')
+    assert stack.get('diffaug') is not None
+    with pytest.raises(SpecError, match='no preset "paper"; presets: official'):
+        canonical_spec('asa:preset=paper')
+
+#----------------------------------------------------------------------------
+# Stats: q and the margin (mean and maximum since the last tick) for both kinds.
+
+def test_stats_report_q_and_margin():
+    D = _make_D()
+    c = torch.zeros([8, 0])
+    asa = ASA(lambda0=0.6, form='jensen', cov_mode='running')
+    asa.setup(_ctx(D))
+    real, fake = _feed(asa, D, c)
+    logits = D(real, c).detach()
+    adjusted = asa.adjust_logits(logits, None, c, 'real', 'Dmain')
+    q = B.quad_form(D.last_layer(c)[0].detach(), asa.trackers['real'].covariance32())
+    stats = asa.stats()
+    assert stats['ASA/q_real'] == pytest.approx(float(q.mean()), rel=1e-5)
+    assert stats['ASA/q_real_max'] == pytest.approx(float(q.max()), rel=1e-5)
+    assert stats['ASA/margin_real'] == pytest.approx(float((logits - adjusted.detach()).abs().mean()), rel=1e-5)
+    assert stats['ASA/margin_real'] == pytest.approx(0.3 * float(q.mean()), rel=1e-4)
+    assert 'ASA/q_fake' not in stats                                   # No fake pass since the last tick.
+    assert not any(k.startswith(('ASA/q_', 'ASA/margin_')) for k in asa.stats())   # Reset per tick.

@@ -61,9 +61,10 @@ DRIVER = textwrap.dedent('''
                         trace=float(t['cov'].diagonal(dim1=-2, dim2=-1).sum()), finite=bool(torch.isfinite(t['cov']).all()),
                         plain=isinstance(t['cov'], torch.Tensor)) for kind, t in state['trackers'].items()}
             with open(os.path.join(run_dir, 'stats.jsonl')) as f:
-                keys = sorted(set().union(*[json.loads(line) for line in f if line.strip()]))
+                ticks = [json.loads(line) for line in f if line.strip()]
+            keys = sorted(set().union(*ticks))
             results[name] = dict(ok=True, trackers=trackers, D_mentions_plugin=b'asa_plugin' in pickle.dumps(snap['D']),
-                                 stats_keys=keys)
+                                 stats_keys=keys, ticks=ticks)
         except BaseException:
             results[name] = dict(ok=False, error=traceback.format_exc()[-3000:])
     print('RESULTS ' + json.dumps(results))
@@ -90,8 +91,25 @@ def test_one_tick(runs, name):
         assert t is not None and t['num_updates'] > 0 and t['plain'] and t['finite'] and t['trace'] > 0, (kind, t)
         assert t['num_classes'] == (3 if name == 'per_class' else 1)
     assert not r['D_mentions_plugin']
-    for key in ('ASA/lambda', 'ASA/q_real', 'ASA/q_fake', 'ASA/trace_real', 'ASA/trace_fake', 'ASA/skipped_real'):
+    for key in ('ASA/lambda', 'ASA/q_real', 'ASA/q_fake', 'ASA/margin_real', 'ASA/margin_fake', 'ASA/q_real_max',
+                'ASA/margin_fake_max', 'ASA/trace_real', 'ASA/trace_fake', 'ASA/skipped_real'):
         assert key in r['stats_keys'], (key, r['stats_keys'])
+
+
+def test_q_and_margin_stay_bounded(runs):
+    # Defaults (cov_mode=batch, form=moderated, unconditional D): q is the variance of D's logits
+    # within one batch, so its tick mean is at most the variance of all real scores of the tick; the
+    # moderated margin |l - l/k| is below |l|, so its mean is at most the RMS of the scores (docs/asa.md §1).
+    r = runs['asa']
+    assert r['ok'], r.get('error')
+    for tick in r['ticks']:
+        for kind in ('real', 'fake'):
+            scores = tick[f'Loss/scores/{kind}']
+            rms2 = scores['mean'] ** 2 + scores['std'] ** 2
+            q, margin = tick[f'ASA/q_{kind}']['mean'], tick[f'ASA/margin_{kind}']['mean']
+            assert 0 < q <= scores['std'] ** 2 * (1 + 1e-3) + 1e-9, (kind, q, scores)
+            assert 0 < margin <= rms2 ** 0.5 * (1 + 1e-3), (kind, margin, scores)
+            assert tick[f'ASA/margin_{kind}_max']['mean'] >= margin and tick[f'ASA/q_{kind}_max']['mean'] >= q
 
 
 def test_resume_continues_tracker_state(runs):

@@ -1,4 +1,4 @@
-"""ASA: adversarial semantic augmentation (METHODS.md §5, docs/asa.md).
+"""ASA: adversarial semantic augmentation (docs/asa.md).
 
 Importing this package registers the `asa` augmentation method.
 """

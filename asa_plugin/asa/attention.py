@@ -1,4 +1,4 @@
-"""Optional CBAM attention inside D for ASA (METHODS.md §5.3; Woo et al., ECCV 2018).
+"""Optional CBAM attention inside D for ASA (docs/asa.md §4; Woo et al., ECCV 2018).
 
 The block is applied to the output feature map of one discriminator block without changing D's
 class, parameters or pickles. Why a process-wide forward hook filtered by module identity instead

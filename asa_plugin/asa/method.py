@@ -1,9 +1,9 @@
 """ASA, adversarial semantic augmentation, as an augmentation plugin (`--aug=asa`).
 
-D's penultimate features of reals and fakes are tracked by streaming covariances Sigma_real and
-Sigma_fake, and the logistic loss is replaced by its upper bound under the implicit feature
-augmentation f~ ~ N(f, lambda Sigma): logits pushed towards 'real' lose the margin lambda/2 w'Sigma w,
-logits pushed towards 'fake' gain it (METHODS.md §5.2, docs/asa.md). Optional CBAM attention and a
+D's penultimate features of reals and fakes are tracked by covariances Sigma_real and Sigma_fake,
+and the logistic loss sees D's logit under the implicit feature augmentation f~ ~ N(f, lambda Sigma),
+i.e. l~ ~ N(l, lambda q) with q = w'Sigma w, through one of the forms of bound.py (default: the
+moderated logit l / sqrt(1 + pi lambda q / 8); docs/asa.md §1b). Optional CBAM attention and a
 reconstruction term (§5.3) sit behind flags that are off by default.
 """
 
@@ -34,11 +34,18 @@ def _choice(name: str, value, choices) -> str:
 class ASA(AugmentMethod):
     needs_features = True
     stage = 40              # last on D's path: bounds the logits
+    # Named recipes for `asa:preset=NAME` (asa_plugin/spec.py); docs/asa.md §7 says where they come from.
+    spec_presets = {
+        # The released ASA code (kobeshegu/ASA-GAN train.py): DiffAugment on every D input, the
+        # covariance of each batch, constant lambda 1, saturating G loss, ISDA's bound.
+        'official': 'diffaug:color,translation,cutout+asa:lambda0=1,ramp=none,form=jensen,cov_mode=batch,g_loss=saturating',
+    }
 
     def __init__(self,
-        lambda0:       float = 0.5,         # Strength of the feature augmentation; ISDA's default.
-        ramp:          str   = 'linear',    # 'none' | 'linear' (0 -> lambda0 over the run) | N kimg.
-        cov_mode:      str   = 'ema',       # 'running' | 'ema' | 'batch', see tracker.py.
+        lambda0:       float = 1.0,         # Strength of the feature augmentation (docs/asa.md §3).
+        ramp:          str   = 'none',      # 'none' (constant lambda0) | N kimg (0 -> lambda0 over the first N kimg).
+        form:          str   = 'moderated', # 'moderated' | 'jensen' (ISDA's bound) | 'expected', see bound.py.
+        cov_mode:      str   = 'batch',     # 'batch' | 'ema' | 'running', see tracker.py.
         ema_decay:     float = 0.999,       # ema: per-sample decay, memory ~ 1k samples.
         ema_floor:     float = 0.0,         # ema: minimum weight of a new batch, 0 = none.
         g_loss:        str   = 'ns',        # 'ns' (non-saturating) | 'saturating' (2022 code).
@@ -52,10 +59,11 @@ class ASA(AugmentMethod):
         sync:          bool  = True,        # All-reduce covariance statistics across ranks.
     ):
         super().__init__()
-        self.check_options(dict(lambda0=lambda0, ramp=ramp, cov_mode=cov_mode, ema_decay=ema_decay, ema_floor=ema_floor,
+        self.check_options(dict(lambda0=lambda0, ramp=ramp, form=form, cov_mode=cov_mode, ema_decay=ema_decay, ema_floor=ema_floor,
                                 g_loss=g_loss, attention_res=attention_res, recon=recon, recon_res=recon_res, recon_loss=recon_loss))
         self.lambda0 = float(lambda0)
         self.ramp = B.parse_ramp(ramp)
+        self.form = form
         self.cov_mode = cov_mode
         self.ema_decay = float(ema_decay)
         self.ema_floor = float(ema_floor)
@@ -81,13 +89,14 @@ class ASA(AugmentMethod):
 
     @classmethod
     def check_options(cls, options: dict) -> None:
-        lambda0, recon, recon_res = options.get('lambda0', 0.5), options.get('recon', 0.0), options.get('recon_res', 16)
+        lambda0, recon, recon_res = options.get('lambda0', 1.0), options.get('recon', 0.0), options.get('recon_res', 16)
         ema_decay, ema_floor = options.get('ema_decay', 0.999), options.get('ema_floor', 0.0)
         attention_res = options.get('attention_res')
         if not lambda0 >= 0:
             raise ValueError(f'lambda0 must be >= 0, got {lambda0}')
-        B.parse_ramp(options.get('ramp', 'linear'))
-        _choice('cov_mode', options.get('cov_mode', 'ema'), COV_MODES)
+        B.parse_ramp(options.get('ramp', 'none'))
+        _choice('form', options.get('form', 'moderated'), B.FORMS)
+        _choice('cov_mode', options.get('cov_mode', 'batch'), COV_MODES)
         if not (0 <= ema_decay <= 1 and 0 <= ema_floor <= 1):
             raise ValueError(f'ema_decay and ema_floor must be in [0, 1], got {ema_decay} and {ema_floor}')
         _choice('g_loss', options.get('g_loss', 'ns'), B.G_LOSS_FORMS)
@@ -107,7 +116,7 @@ class ASA(AugmentMethod):
             raise ValueError('asa: per_class=true needs a conditional dataset (c_dim > 0); '
                              'drop per_class or train with --cond=1 on a labeled dataset')
         self.num_classes = int(ctx.c_dim) if self.per_class else 1
-        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg, ctx.total_kimg)
+        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg)
         if self.attention:
             self._setup_attention(ctx)
         if self.recon > 0:
@@ -182,15 +191,28 @@ class ASA(AugmentMethod):
         if not self.bound or self.lam == 0:
             return logits
         kind = 'fake' if (target == 'fake' or phase.startswith('G')) else 'real'
-        tracker = self.trackers[kind]
-        if tracker is None or tracker.num_updates == 0:
-            return logits                                               # No Sigma yet: plain loss.
+        if phase.startswith('G') and self.cov_mode == 'batch' and features is not None:
+            sigma = self._batch_covariance(features, c)                 # The current G batch, as the 2022 code.
+        else:
+            tracker = self.trackers[kind]
+            if tracker is None or tracker.num_updates == 0:
+                return logits                                           # No Sigma yet: plain loss.
+            sigma = tracker.covariance32()
         w, _b = self._require_D('adjust_logits').last_layer(c)
-        q = B.quad_form(w.to(torch.float32), tracker.covariance32(), self._class_index(c))
-        self._accumulate(f'q_{kind}', q.detach())
+        q = B.quad_form(w.to(torch.float32), sigma, self._class_index(c))
         if phase.startswith('G') and self.g_loss == 'saturating':
-            return B.saturating_surrogate(logits, q, self.lam)
-        return B.adjusted_logits(logits, q, self.lam, target)
+            adjusted = B.saturating_surrogate(logits, q, self.lam, self.form)
+        else:
+            adjusted = B.adjusted_logits(logits, q, self.lam, target, self.form)
+        self._accumulate(f'q_{kind}', q.detach())
+        self._accumulate(f'margin_{kind}', (adjusted.detach() - logits.detach()).abs())
+        return adjusted
+
+    # Covariance of one batch of features only (cov_mode=batch in the G step).
+    def _batch_covariance(self, features: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        tracker = CovarianceTracker(features.shape[1], getattr(self, 'num_classes', 1), 'batch', sync=self.sync)
+        tracker.update(features.detach(), self._class_index(c))
+        return tracker.covariance32()
 
     def extra_loss(self, phase, run_D, real_img, real_c, gen_img, gen_c):
         if self.decoder is None or phase not in ('Dmain', 'Dboth'):
@@ -216,17 +238,26 @@ class ASA(AugmentMethod):
 
     def update(self, cur_nimg: int, batch_size: int) -> None:
         self.cur_nimg = int(cur_nimg)
-        total_kimg = self.ctx.total_kimg if self.ctx is not None else 0
-        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg, total_kimg)
+        self.lam = B.lambda_schedule(self.lambda0, self.ramp, self.cur_nimg)
 
+    # Sum, count and maximum per key, kept on the device until stats().
     def _accumulate(self, key: str, values: torch.Tensor) -> None:
-        total, count = self._acc.get(key, (0, 0))
-        self._acc[key] = (values.sum() + total, count + values.numel())
+        values = values.detach().to(torch.float32).reshape(-1)
+        if key not in self._acc:
+            self._acc[key] = (values.sum(), values.numel(), values.max())
+            return
+        total, count, peak = self._acc[key]
+        self._acc[key] = (total + values.sum(), count + values.numel(), torch.maximum(peak, values.max()))
 
     def stats(self) -> dict:
         out = {'ASA/lambda': float(self.lam)}
-        for key, (total, count) in self._acc.items():
-            out[f'ASA/{key}'] = float(total) / max(count, 1)
+        if self._acc:
+            keys = sorted(self._acc)
+            sums = torch.stack([self._acc[k][0] for k in keys] + [self._acc[k][2] for k in keys]).cpu().tolist()
+            for i, key in enumerate(keys):
+                out[f'ASA/{key}'] = sums[i] / max(self._acc[key][1], 1)
+                if key.startswith(('q_', 'margin_')):
+                    out[f'ASA/{key}_max'] = sums[len(keys) + i]
         self._acc = {}
         for kind, tracker in self.trackers.items():
             if tracker is not None:
@@ -261,7 +292,7 @@ class ASA(AugmentMethod):
                 module.load_state_dict(sd)
 
     def describe(self) -> str:
-        opts = [f'lambda0={self.lambda0:g}', f'ramp={self.ramp}', f'cov_mode={self.cov_mode}', f'g_loss={self.g_loss}',
+        opts = [f'lambda0={self.lambda0:g}', f'ramp={self.ramp}', f'form={self.form}', f'cov_mode={self.cov_mode}', f'g_loss={self.g_loss}',
                 f'per_class={self.per_class}', f'bound={self.bound}', f'attention={self.attention}', f'recon={self.recon:g}']
         return f'asa({", ".join(opts)})'
 

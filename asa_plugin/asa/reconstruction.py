@@ -1,5 +1,5 @@
 """Optional reconstruction term for ASA: a small decoder rebuilds a downsampled real image from D's
-penultimate feature of that image (METHODS.md §5.3, after FastGAN's self-supervised D).
+penultimate feature of that image (docs/asa.md §5, after FastGAN's self-supervised D).
 
 The decoder reads the same feature vector f that ASA's bound uses (the epilogue fc output), so it
 needs nothing from D beyond the feature API, and its gradient makes f keep image content. Its

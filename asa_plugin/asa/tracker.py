@@ -1,6 +1,6 @@
 """Streaming mean and covariance of D's penultimate features, per class, for ASA.
 
-The estimator is ISDA's exact pooling of a running mean and covariance (METHODS.md §5.2): with
+The estimator is ISDA's exact pooling of a running mean and covariance (docs/asa.md §2): with
 a batch of n samples, batch mean mu_b and biased batch covariance S_b, the new batch gets the
 weight omega and
 
