@@ -1,4 +1,4 @@
-"""Calculate quality metrics for a network pickle (upstream's calc_metrics.py CLI, COMPAT.md §10).
+"""Calculate quality metrics for a network pickle (upstream's calc_metrics.py CLI, docs/compatibility.md §8).
 
     python calc_metrics.py --network=training-runs/00000-x/network-snapshot-000100.pkl --metrics=fid50k_full,kid50k_full
     python calc_metrics.py --network=net.pkl --data=~/datasets/ffhq.zip --mirror=1 --metrics=pr50k3_full

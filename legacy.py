@@ -1,6 +1,6 @@
 """Load StyleGAN2-ADA network pickles (upstream's and ours) without running code from the file.
 
-`load_network_pkl(f)` unpickles with an allow-list of globals (COMPAT.md §4.3). Persistent objects
+`load_network_pkl(f)` unpickles with an allow-list of globals (docs/compatibility.md §4.2). Persistent objects
 are rebuilt as OUR classes from their stored constructor arguments, and their tensors are copied by
 dotted name; the module source embedded in the pickle is never executed. Any other global is
 refused with an error naming it. `allow_unsafe=True`, `--allow-unsafe` or the environment variable
@@ -178,7 +178,7 @@ class TFNetworkStub(dnnlib.EasyDict):
         self.update(state)
 
 def convert_tf_networks(tf_G: TFNetworkStub, tf_D: TFNetworkStub, tf_Gs: TFNetworkStub) -> dict:
-    """TF (G, D, Gs) -> dict(G, D, G_ema) of our networks (COMPAT.md §4.5)."""
+    """TF (G, D, Gs) -> dict(G, D, G_ema) of our networks (docs/compatibility.md §4.3)."""
     return dict(G=convert_tf_generator(tf_G), D=convert_tf_discriminator(tf_D), G_ema=convert_tf_generator(tf_Gs))
 
 #----------------------------------------------------------------------------

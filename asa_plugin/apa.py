@@ -1,7 +1,7 @@
 """APA: Adaptive Pseudo Augmentation, "Deceive D" (Jiang et al., NeurIPS 2021, arXiv 2111.06849).
 
 Before D's real pass, each real sample is replaced with probability p by a detached generated
-image: x~ = m * G(z') + (1 - m) * x, m ~ Bernoulli(p) per sample (METHODS.md section 3.1). As in
+image: x~ = m * G(z') + (1 - m) * x, m ~ Bernoulli(p) per sample (docs/augmentations.md "apa"). As in
 the official code, G(z') are the fakes of the same iteration's G step, not the batch D scores
 as fakes (the loss supplies them through ``gen_fn``), and the real label stays with a swapped
 image unless swap_labels. p adapts like ADA's: it grows when r_t = E[sign(D(x~))] exceeds the

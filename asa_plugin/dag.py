@@ -3,7 +3,7 @@
 D's trunk is shared; each non-identity transformed view T_k gets its own linear head on D's
 penultimate features, trained on T_k(reals) vs T_k(fakes), while D's own head (the identity
 view) keeps playing the original game on un-transformed images, so nothing leaks into G's
-distribution (METHODS.md section 4). Weighting as in the official BigGAN example, per transform
+distribution (docs/augmentations.md "dag"). Weighting as in the official BigGAN example, per transform
 group g with n_g views including the identity, the main loss L_0 counted inside every group:
 
     L = L_0 + w * sum_g (1/n_g) * (L_0 + sum_{k in g, k != id} L_k)

@@ -3,7 +3,7 @@
 Every image D sees, real and fake, in the D and the G steps, goes through the same random
 differentiable transforms; every op of the policy is applied to every sample with fresh
 per-sample parameters (no probability, no adaptivity). Ranges follow the official code
-(METHODS.md section 2.2); images are in [-1, 1].
+(docs/augmentations.md "diffaug"); images are in [-1, 1].
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 A detector is a module called as ``detector(images, **detector_kwargs)`` on uint8 NCHW RGB
 images of any size. Upstream's detectors are TorchScript files downloaded from NVIDIA's CDN
-(COMPAT.md §8.3). Machines without internet use a local copy of the same files
+(docs/compatibility.md §6.2). Machines without internet use a local copy of the same files
 (``--detector-dir`` or ``$STYLEGAN_ASA_DETECTORS``), a pre-seeded cache folder, or the
 offline EfficientNet-Lite0 network, whose numbers are NOT comparable to Inception-based ones.
 
@@ -27,7 +27,7 @@ ENV_DIR = 'STYLEGAN_ASA_DETECTORS'      # Folder holding local copies of the det
 EFFNET = 'effnet-lite0'                 # Name of the offline, not-comparable feature network.
 
 #----------------------------------------------------------------------------
-# Upstream's detectors (COMPAT.md §8.3). sha256 is None where we could not download the
+# Upstream's detectors (docs/compatibility.md §6.2). sha256 is None where we could not download the
 # file to pin it; pass sha256= (or --detector-sha256) to enforce a checksum anyway.
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +50,7 @@ class DetectorError(RuntimeError):
 # Where detector files live on disk when they are not given explicitly.
 
 def cache_root(cache_dir: Optional[str] = None) -> str:
-    """Root of our caches: explicit folder, else dnnlib's cache folder (COMPAT.md §8.4)."""
+    """Root of our caches: explicit folder, else dnnlib's cache folder (docs/compatibility.md §6.2)."""
     import dnnlib
     return cache_dir if cache_dir is not None else dnnlib.make_cache_dir_path()
 

@@ -1,4 +1,4 @@
-"""Registry of the quality metrics, upstream's names and result format (COMPAT.md §8.1, §2.6).
+"""Registry of the quality metrics, upstream's names and result format (docs/compatibility.md §6.1).
 
     result = calc_metric('fid50k_full', G=G_ema, dataset_kwargs=..., num_gpus=1, rank=0, device='cuda')
     report_metric(result, run_dir=run_dir, snapshot_pkl='network-snapshot-000100.pkl')

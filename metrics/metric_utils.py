@@ -1,7 +1,7 @@
 """Shared machinery of the metrics: options, feature statistics, feature extraction for the
 dataset (cached on disk) and for the generator, and multi-GPU sharding.
 
-Sharding follows upstream (COMPAT.md §7.7, §8.2): rank r handles items r, r+N, r+2N, ...; after
+Sharding follows upstream (docs/compatibility.md §5.1): rank r handles items r, r+N, r+2N, ...; after
 every batch the features of all ranks are gathered, so every rank ends with identical stats
 in item order.
 """
@@ -208,7 +208,7 @@ def construct_dataset(dataset_kwargs: dict):
 
 def _loader_kwargs(device: torch.device) -> dict:
     # Upstream's loader settings on CUDA; in-process loading on the CPU (workers would only
-    # compete for the same cores), and no prefetch_factor without workers (COMPAT.md §13).
+    # compete for the same cores), and no prefetch_factor without workers (docs/compatibility.md §9).
     if device.type == 'cuda':
         return dict(pin_memory=True, num_workers=3, prefetch_factor=2)
     return dict(num_workers=0)

@@ -353,7 +353,7 @@ def test_stack_pickles_with_shared_p():
     assert torch.equal(copy.augment(img, c), stack.augment(img, c))
 
 #----------------------------------------------------------------------------
-# DiffAugment op ranges (METHODS.md 2.2).
+# DiffAugment op ranges (docs/augmentations.md "diffaug").
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
@@ -425,7 +425,7 @@ def test_diffaug_policy_order_and_p():
     assert 0.4 < changed < 0.6
 
 #----------------------------------------------------------------------------
-# APA (METHODS.md 3).
+# APA (docs/augmentations.md "apa").
 
 def test_apa_mixing_rate_and_labels():
     M, c_dim = 4000, 3
@@ -477,7 +477,7 @@ def test_apa_shared_p_source():
     assert m.controller.p == 0      # its own controller stays idle
 
 #----------------------------------------------------------------------------
-# DAG (METHODS.md 4).
+# DAG (docs/augmentations.md "dag").
 
 @pytest.mark.parametrize('policy, heads', [('rotation', 3), ('fliprot', 3), ('cropping', 4), ('translation', 1),
                                            ('rotation,cropping', 7), ('rotation,fliprot,cropping,translation,cutout', 12)])

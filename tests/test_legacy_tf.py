@@ -1,4 +1,4 @@
-"""TensorFlow StyleGAN2(-ADA) pickle conversion (COMPAT.md §4.5), on synthetic TF pickles built from
+"""TensorFlow StyleGAN2(-ADA) pickle conversion (docs/compatibility.md §4.3), on synthetic TF pickles built from
 our own networks by the inverse variable mapping: the conversion must give back every tensor."""
 
 import contextlib

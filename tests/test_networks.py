@@ -1,4 +1,4 @@
-"""Generator/Discriminator: upstream parameter and buffer names, shapes and order (COMPAT.md §3.5),
+"""Generator/Discriminator: upstream parameter and buffer names, shapes and order (docs/compatibility.md §3),
 architectures, fp16, Freeze-D, truncation, noise modes and the D feature API."""
 
 import pytest
@@ -22,7 +22,7 @@ def shapes(named):
     return [(name, tuple(t.shape)) for name, t in named]
 
 #----------------------------------------------------------------------------
-# The exact 64 px --cfg=auto config from COMPAT.md §3.5 (names and shapes only, no forward).
+# The exact 64 px --cfg=auto config from docs/compatibility.md §3 (names and shapes only, no forward).
 
 def _expected_G64_params():
     out = [('synthesis.b4.const', (512, 4, 4))]

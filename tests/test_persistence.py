@@ -34,7 +34,7 @@ def same_tensors(a, b):
     return ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
 
 #----------------------------------------------------------------------------
-# The pickle structure upstream expects (COMPAT.md §4.1).
+# The pickle structure upstream expects (docs/compatibility.md §4.1).
 
 def test_reduce_uses_upstream_format():
     G, _ = tiny_nets()

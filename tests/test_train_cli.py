@@ -47,7 +47,7 @@ def setup(data, **kwargs):
     return config.setup_training_options(data=data, device='cpu', **kwargs)
 
 #----------------------------------------------------------------------------
-# Run folder names (COMPAT.md §2.1).
+# Run folder names (docs/compatibility.md §1.4).
 
 def test_run_dir_names(tmp_path, data):
     code, out = dry_run(tmp_path, '--data', data)
@@ -100,7 +100,7 @@ def test_offline_detectors_fail_at_startup_not_dry_run(tmp_path, data, monkeypat
     assert CliRunner().invoke(train.main, args + ['--dry-run']).exit_code == 0 and len(calls) == 1
 
 #----------------------------------------------------------------------------
-# training_options.json: upstream's key order (COMPAT.md §2.3), then ours.
+# training_options.json: upstream's key order (docs/compatibility.md §2.1), then ours.
 
 UPSTREAM_KEYS = ['num_gpus', 'image_snapshot_ticks', 'network_snapshot_ticks', 'metrics', 'random_seed', 'training_set_kwargs',
                  'data_loader_kwargs', 'G_kwargs', 'D_kwargs', 'G_opt_kwargs', 'D_opt_kwargs', 'loss_kwargs', 'total_kimg',
@@ -140,7 +140,7 @@ def test_key_order_everything(data):
     assert opts['aug_spec'] == 'fixed:bgcfnc,p=0.2' and opts['augment_p'] == 0.2
 
 #----------------------------------------------------------------------------
-# Presets (COMPAT.md §1.1).
+# Presets (docs/compatibility.md §1.1).
 
 # gpus, res -> mb, batch_gpu, mbstd, channel_base, lr, gamma, ema (the worked table).
 AUTO_TABLE = [

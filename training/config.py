@@ -2,7 +2,7 @@
 
 `setup_training_options(...)` takes the train.py options (None = not given, as upstream), validates
 them, and returns the run-name suffix and the options dict in upstream's key order
-(COMPAT.md §2.3) followed by ours (docs/design.md "train.py -> training_loop").
+(docs/compatibility.md §2.1) followed by ours (docs/design.md "train.py -> training_loop").
 Every error is a `click.BadParameter` that names the flag and the fix.
 """
 
@@ -19,7 +19,7 @@ import asa_plugin
 from asa_plugin import ada
 
 #----------------------------------------------------------------------------
-# --cfg presets, one row each (COMPAT.md §1.1); -1 = derived from the resolution ('auto').
+# --cfg presets, one row each (docs/compatibility.md §1.1); -1 = derived from the resolution ('auto').
 # cbase = channel_base, cmax = channel_max, zdim = z_dim = w_dim, fp16 = num_fp16_res.
 
 PRESETS = {
@@ -35,7 +35,7 @@ PRESETS = {
     'lowshot':   dict(ref_gpus=-1, kimg=300,    mb=8,  mbstd=4,  cbase=32768, cmax=512, lrate=0.002,  gamma=10,   ema=10,  ramp=None, map=2, zdim=512, fp16=4, clamp=256, snap=10),
 }
 
-# --resume presets (COMPAT.md §1.3): pickle URL and the --cfg it was trained with.
+# --resume presets (docs/compatibility.md §1.3): pickle URL and the --cfg it was trained with.
 _CDN = 'https://nvlabs-fi-cdn.nvidia.com/stylegan2-ada-pytorch/pretrained/transfer-learning-source-nets/'
 RESUME_PRESETS = {
     'ffhq256':     (_CDN + 'ffhq-res256-mirror-paper256-noaug.pkl', 'paper256', 256),
@@ -63,7 +63,7 @@ def warn_loud(title: str, lines: list) -> None:
     click.secho('\n'.join([bar, f'WARNING: {title}', *[f'  {line}' for line in lines], bar]), fg='yellow', err=True)
 
 #----------------------------------------------------------------------------
-# The 'auto' row for a resolution and GPU count (COMPAT.md §1.1).
+# The 'auto' row for a resolution and GPU count (docs/compatibility.md §1.1).
 
 def auto_preset(res: int, gpus: int) -> dict:
     spec = dict(PRESETS['auto'])
@@ -324,7 +324,7 @@ def resume_options(args: dict, resume, outdir: str, c_dim: int = 0, aug_spec: st
     return desc, state
 
 #----------------------------------------------------------------------------
-# Performance switches (COMPAT.md §1): they change values in place or append upstream's keys.
+# Performance switches (docs/compatibility.md §1): they change values in place or append upstream's keys.
 
 def perf_options(args: dict, fp32, nhwc, nobench, allow_tf32, workers, device: str) -> None:
     if fp32:
@@ -439,12 +439,12 @@ def setup_training_options(
 
 def check_metrics(metrics: list) -> None:
     from metrics import metric_main # deferred: it pulls in the detectors
-    bad = [m for m in metrics if m not in metric_main.list_valid_metrics()]
+    bad = [m for m in metrics if not metric_main.is_valid_metric(m)]
     if bad:
         raise _bad('--metrics', f'unknown metric {", ".join(bad)}; valid: {", ".join(metric_main.list_valid_metrics())} (or none)')
 
 #----------------------------------------------------------------------------
-# Run folder: next free 5-digit id in outdir (COMPAT.md §1.4), claimed with an exclusive mkdir
+# Run folder: next free 5-digit id in outdir (docs/compatibility.md §1.4), claimed with an exclusive mkdir
 # so that an existing folder is never reused, even by a concurrent launch.
 
 def next_run_dir(outdir: str, desc: str) -> str:

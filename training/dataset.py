@@ -1,6 +1,6 @@
 """Training datasets: an image folder or zip with optional dataset.json labels (upstream-compatible).
 
-`ImageFolderDataset` reads what `dataset_tool.py` writes (COMPAT.md §9.2) and behaves like
+`ImageFolderDataset` reads what `dataset_tool.py` writes (docs/compatibility.md §7) and behaves like
 upstream's class (same subset for the same seed, same xflip doubling, same one-hot labels). On top
 of that it treats its input as untrusted: zip member names, declared sizes and image headers are
 checked before anything is decoded, and every problem is reported as a `DatasetError` that names

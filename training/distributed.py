@@ -2,7 +2,7 @@
 
 We do not use DDP: rank 0's module state is broadcast explicitly after construction and resume,
 and gradients are averaged by hand, so ranks hold bit-identical parameters at every step
-(COMPAT.md §7.7). Every collective goes through `_collective`, which turns a lost peer into one
+(docs/compatibility.md §5.1). Every collective goes through `_collective`, which turns a lost peer into one
 clear error instead of a hang or a raw backend trace.
 """
 

@@ -1,5 +1,5 @@
-"""The image grids of a run folder: reals.png, fakes_init.png and fakes{kimg:06d}.png (COMPAT.md §2.7; a later grid
-within the same whole kimg gets the exact name fakes{kimg:06d}.{frac:03d}.png, see training/checkpoint.py)."""
+"""The image grids of a run folder: reals.png, fakes_init.png and fakes{kimg:06d}.png (docs/compatibility.md §2.3;
+a later grid within the same whole kimg gets the exact name fakes{kimg:06d}.{frac:03d}.png, see training/checkpoint.py)."""
 
 from __future__ import annotations
 

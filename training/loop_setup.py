@@ -106,7 +106,7 @@ def resume_networks(resume_pkl: str, G, D, G_ema, rank: int) -> dict | None:
     return resume_data.get('asa_plugin')
 
 #----------------------------------------------------------------------------
-# After construction and resume: rank 0's state everywhere (COMPAT.md §7.7).
+# After construction and resume: rank 0's state everywhere (docs/compatibility.md §5.1).
 
 def broadcast_all(G, D, G_ema, augment) -> None:
     for module in (G, D, G_ema, augment):

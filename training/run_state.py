@@ -44,7 +44,7 @@ def _to_tuples(obj):
     return tuple(_to_tuples(x) for x in obj) if isinstance(obj, (tuple, list)) else obj
 
 #----------------------------------------------------------------------------
-# The snapshot dict (COMPAT.md §2.5 key order, plus our `asa_plugin` entry): CPU copies in eval
+# The snapshot dict (docs/compatibility.md §2.2 key order, plus our `asa_plugin` entry): CPU copies in eval
 # mode without gradients, so that upstream's loader and tools read it unchanged.
 
 def snapshot_data(G, D, G_ema, augment, training_set_kwargs: dict) -> dict:
@@ -135,7 +135,7 @@ def _gather_objects(obj) -> list:
 
 #----------------------------------------------------------------------------
 # Copies resumed tensors by name. Unlike upstream, every missing, unexpected or mis-shaped
-# tensor is listed in a loud warning instead of being skipped in silence (COMPAT.md §12 C).
+# tensor is listed in a loud warning instead of being skipped in silence (docs/compatibility.md §9).
 
 def copy_by_name(src: torch.nn.Module, dst: torch.nn.Module, label: str) -> list:
     src_tensors = dict(list(src.named_parameters()) + list(src.named_buffers()))
