@@ -9,7 +9,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 import types
 import urllib.parse
 from typing import Any, Optional
@@ -374,65 +373,42 @@ def _cache_file_name(url: str) -> str:
 def _offline_hint(url: str) -> str:
     return f'download it elsewhere and pass the local file path instead of "{url}"'
 
-def _progress(verbose: bool, url: str, nbytes: int, total: Optional[int], done: bool = False) -> None:
-    if not verbose:
-        return
-    mb = nbytes / (1 << 20)
-    line = f'Downloading {url} ... {mb:.1f} MB' + (f' / {total / (1 << 20):.1f} MB' if total else '')
-    print('\r' + line + (' done\n' if done else ''), end='', file=sys.stderr, flush=True)
+def _recorded_sha256(path: str) -> Optional[str]:
+    try:
+        with open(path + '.sha256', 'r', encoding='utf-8') as f:
+            return f.read().split()[0].lower()
+    except (OSError, IndexError):
+        return None
 
-def _download_to(url: str, dst_path: str, num_attempts: int, verbose: bool, sha256: Optional[str], max_bytes: Optional[int]) -> None:
-    """Stream `url` into `dst_path` atomically; nothing is written there unless the download is complete and verified."""
-    import requests # Imported lazily: only downloads need it.
-    os.makedirs(os.path.dirname(os.path.abspath(dst_path)), exist_ok=True)
-    last_err = None
-    for attempt in range(max(int(num_attempts), 1)):
-        try:
-            with requests.get(url, stream=True, timeout=(10, 60), allow_redirects=True) as res:
-                if 400 <= res.status_code < 500:
-                    # Client errors (404, 403, ...) do not heal by retrying.
-                    raise OpenURLError(f'Cannot download "{url}": HTTP {res.status_code}; check the URL or {_offline_hint(url)}')
-                res.raise_for_status()
-                total = int(res.headers.get('Content-Length') or 0) or None
-                if max_bytes is not None and total is not None and total > max_bytes:
-                    raise OpenURLError(f'Cannot download "{url}": {total} bytes exceeds the limit of {max_bytes} bytes')
-                h = hashlib.sha256()
-                nbytes = 0
-                with AtomicFile(dst_path, 'wb') as f:
-                    for chunk in res.iter_content(chunk_size=1 << 20):
-                        nbytes += len(chunk)
-                        if max_bytes is not None and nbytes > max_bytes:
-                            raise OpenURLError(f'Cannot download "{url}": more than the limit of {max_bytes} bytes')
-                        h.update(chunk)
-                        f.write(chunk)
-                        _progress(verbose, url, nbytes, total)
-                    _progress(verbose, url, nbytes, total, done=True)
-                    if sha256 is not None and h.hexdigest().lower() != sha256.lower():
-                        raise OpenURLError(f'Download of "{url}" has sha256 {h.hexdigest()}, expected {sha256}; nothing was cached')
-            return
-        except OpenURLError:
-            raise
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout, requests.exceptions.HTTPError,
-                requests.exceptions.ChunkedEncodingError) as err:
-            last_err = err
-            # Unreachable hosts (offline, DNS failure, refused) fail fast; timeouts and 5xx are retried.
-            refused = isinstance(err, requests.exceptions.ConnectionError) and not isinstance(err, requests.exceptions.Timeout) \
-                and any(s in str(err) for s in ('NameResolution', 'Name or service', 'refused', 'No route', 'unreachable', 'getaddrinfo'))
-            if refused or attempt + 1 >= num_attempts:
-                break
-            time.sleep(min(0.5 * (attempt + 1), 5.0))
-    reason = type(last_err).__name__ if last_err is not None else 'unknown error'
-    raise OpenURLError(f'Cannot download "{url}" ({reason}); check your connection or {_offline_hint(url)}')
+def _record_sha256(path: str, digest: str) -> None:
+    atomic_write_text(path + '.sha256', f'{digest}  {os.path.basename(path)}\n')
+
+def _checked_cache_entry(url: str, cache_file: str, sha256: Optional[str]) -> Optional[str]:
+    """The cached file if it may be reused: it matches `sha256` when given, and always the digest recorded
+    when it was downloaded (trust on first use: a file changed since is refused, never used)."""
+    actual = sha256_file(cache_file)
+    if sha256 is not None and actual != sha256.lower():
+        return None # Download again; the new file replaces it only once it verifies.
+    recorded = _recorded_sha256(cache_file)
+    if recorded is None:
+        _record_sha256(cache_file, actual) # Cached by an older version, or killed before its record.
+    elif recorded != actual:
+        raise OpenURLError(f'Cached download of "{url}" ({cache_file}) changed since it was downloaded (sha256 {actual}, '
+                           f'recorded {recorded}); delete it to download it again')
+    return cache_file
 
 def open_url(url: str, cache_dir: Optional[str] = None, num_attempts: int = 10, verbose: bool = True,
              return_filename: bool = False, cache: bool = True, sha256: Optional[str] = None,
-             max_bytes: Optional[int] = None) -> Any:
+             max_bytes: Optional[int] = None, deadline_s: Optional[float] = None) -> Any:
     """Open a local path, file:// URL or http(s) URL for binary reading (or return its file name).
 
     Downloads go into `cache_dir` (default: make_cache_dir_path('downloads')) via a temp file and an
     atomic rename, so an interrupted download never leaves a partial cache entry. `sha256` (hex) is
-    checked before anything is cached; `max_bytes` caps the download size.
+    checked before anything is cached; every cached file also gets a `.sha256` record that is checked
+    whenever it is reused. `max_bytes` and `deadline_s` cap the size and duration (defaults and
+    environment overrides in dnnlib/download.py).
     """
+    from dnnlib import download # pylint: disable=import-outside-toplevel
     if not isinstance(url, str) or url == '':
         raise OpenURLError(f'Invalid path or URL {url!r}: expected a non-empty string')
 
@@ -451,25 +427,25 @@ def open_url(url: str, cache_dir: Optional[str] = None, num_attempts: int = 10, 
     if cache_dir is None:
         cache_dir = make_cache_dir_path('downloads')
     cache_file = os.path.join(cache_dir, _cache_file_name(url))
-    if cache and os.path.isfile(cache_file):
-        if sha256 is None or sha256_file(cache_file).lower() == sha256.lower():
-            return cache_file if return_filename else open(cache_file, 'rb')
+    if cache and os.path.isfile(cache_file) and _checked_cache_entry(url, cache_file, sha256):
+        return cache_file if return_filename else open(cache_file, 'rb')
 
     # Download into the cache folder (or a temp folder when not caching).
+    fetch = lambda dst: download.download(url, dst, num_attempts, verbose, sha256, max_bytes, deadline_s, _offline_hint(url))
     if not cache:
         if return_filename:
             raise OpenURLError(f'open_url("{url}", return_filename=True) needs cache=True')
         dst_dir = tempfile.mkdtemp(prefix='dnnlib-')
         try:
             tmp_path = os.path.join(dst_dir, 'download')
-            _download_to(url, tmp_path, num_attempts, verbose, sha256, max_bytes)
+            fetch(tmp_path)
             with open(tmp_path, 'rb') as f:
                 data = f.read()
         finally:
             shutil.rmtree(dst_dir, ignore_errors=True)
         import io
         return io.BytesIO(data)
-    _download_to(url, cache_file, num_attempts, verbose, sha256, max_bytes)
+    _record_sha256(cache_file, fetch(cache_file))
     return cache_file if return_filename else open(cache_file, 'rb')
 
 #----------------------------------------------------------------------------

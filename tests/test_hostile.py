@@ -416,3 +416,156 @@ def test_resume_latest_refuses_when_no_run_matches_and_several_exist(tmp_path):
     other = make_zip(str(tmp_path / 'other.zip'), seed=1)
     with pytest.raises(click.BadParameter, match='other.zip|none of'):
         config.setup_training_options(outdir=str(outdir), data=other, cfg='tiny', aug='ada', device='cpu', resume='latest')
+
+#----------------------------------------------------------------------------
+# Downloads from hostile servers (127.0.0.1 only, every wait bounded): one that never answers, one
+# that drips a byte at a time, one that streams forever; SIGTERM mid-download; a cached file that
+# changed since it was downloaded.
+
+import socketserver  # noqa: E402  (grouped with the tests that use it)
+import threading  # noqa: E402
+import time  # noqa: E402
+
+
+class _HostileHandler(socketserver.BaseRequestHandler):
+    def handle(self):
+        stop = self.server.stop
+        self.request.settimeout(5)
+        try:
+            line = self.request.recv(4096).split(b' ')
+            mode = line[1].decode().strip('/') if len(line) > 1 else ''
+            if mode == 'silent':
+                stop.wait(30)
+                return
+            if mode == 'huge':
+                self.request.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n')
+                stop.wait(30)
+                return
+            if mode == 'drip':
+                self.request.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n')
+                while not stop.wait(0.2):
+                    self.request.sendall(b'x')
+            if mode == 'endless':
+                self.request.sendall(b'HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n')
+                block = b'\0' * (1 << 16)
+                while not stop.is_set():
+                    self.request.sendall(block)
+        except OSError:
+            pass
+
+
+@pytest.fixture
+def hostile_server():
+    server = socketserver.ThreadingTCPServer(('127.0.0.1', 0), _HostileHandler)
+    server.daemon_threads = True
+    server.stop = threading.Event()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f'http://127.0.0.1:{server.server_address[1]}'
+    server.stop.set()
+    server.shutdown()
+    server.server_close()
+
+
+def _open_within(url, cache, seconds):
+    # open_url in a thread, so that a download without limits fails the test instead of hanging it.
+    out = {}
+    def run():
+        try:
+            out['result'] = dnnlib.util.open_url(url, cache_dir=str(cache), verbose=False)
+        except Exception as err:  # pylint: disable=broad-except
+            out['error'] = err
+    thread = threading.Thread(target=run, daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), f'open_url still running after {seconds} s'
+    return out, time.monotonic() - start
+
+
+def _temp_files(cache):
+    return [n for n in os.listdir(cache) if n.endswith('.tmp')] if os.path.isdir(cache) else []
+
+
+@pytest.mark.parametrize('mode, match', [('silent', 'ReadTimeout|within'), ('drip', 'within'), ('huge', 'over the limit')])
+def test_download_has_a_deadline_and_a_size_check(hostile_server, tmp_path, monkeypatch, mode, match):
+    monkeypatch.setenv('DNNLIB_DOWNLOAD_DEADLINE', '2')
+    out, elapsed = _open_within(f'{hostile_server}/{mode}', tmp_path / 'cache', 20)
+    assert isinstance(out.get('error'), OSError) and __import__('re').search(match, str(out['error'])), out
+    assert elapsed < 15
+    assert _temp_files(tmp_path / 'cache') == []
+
+
+def test_download_streaming_forever_stops_at_the_size_cap(hostile_server, tmp_path, monkeypatch):
+    monkeypatch.setenv('DNNLIB_DOWNLOAD_MAX_MB', '2')
+    out, _ = _open_within(f'{hostile_server}/endless', tmp_path / 'cache', 20)
+    assert 'limit' in str(out.get('error')), out
+    assert os.listdir(tmp_path / 'cache') == []
+
+
+def test_download_settings_from_the_environment_are_checked(monkeypatch):
+    monkeypatch.setenv('DNNLIB_DOWNLOAD_DEADLINE', 'soon')
+    with pytest.raises(OSError, match='DNNLIB_DOWNLOAD_DEADLINE'):
+        dnnlib.util.open_url('http://127.0.0.1:9/x.pkl', cache_dir='/nonexistent-cache', verbose=False)
+
+
+_SIGTERM_CHILD = r'''
+import sys
+sys.path.insert(0, sys.argv[1])
+import dnnlib
+dnnlib.util.open_url(sys.argv[2], cache_dir=sys.argv[3], verbose=False)
+'''
+
+
+def test_sigterm_during_download_leaves_no_temp_file(hostile_server, tmp_path):
+    import signal
+    cache = tmp_path / 'cache'
+    proc = subprocess.Popen([sys.executable, '-c', _SIGTERM_CHILD, ROOT, f'{hostile_server}/drip', str(cache)])
+    try:
+        deadline = time.monotonic() + 60
+        while not _temp_files(cache) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert _temp_files(cache), 'the download never started'
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode in (143, -signal.SIGTERM)
+    assert _temp_files(cache) == []
+
+
+def test_cached_download_that_changed_is_refused(tmp_path):
+    import http.server
+    import functools
+    (tmp_path / 'www').mkdir()
+    (tmp_path / 'www' / 'net.pkl').write_bytes(b'network bytes')
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path / 'www'))
+    handler.log_message = lambda *args: None
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f'http://127.0.0.1:{server.server_address[1]}/net.pkl'
+        cached = dnnlib.util.open_url(url, cache_dir=str(tmp_path / 'cache'), verbose=False, return_filename=True)
+        assert open(cached, 'rb').read() == b'network bytes'
+        with open(cached, 'wb') as f:
+            f.write(b'swapped bytes')  # e.g. another user of a shared cache
+        with pytest.raises(OSError, match='changed since it was downloaded'):
+            dnnlib.util.open_url(url, cache_dir=str(tmp_path / 'cache'), verbose=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_stale_temp_files_of_killed_downloads_are_swept(hostile_server, tmp_path, monkeypatch):
+    from dnnlib import download
+    cache = tmp_path / 'cache'
+    cache.mkdir()
+    url = f'{hostile_server}/huge'
+    stale = cache / f'.{dnnlib.util._cache_file_name(url)}.abc.tmp'
+    stale.write_bytes(b'half a file')
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    monkeypatch.setattr(download, 'DEFAULT_DEADLINE_S', 2.0)
+    _open_within(url, cache, 20)
+    assert not stale.exists()
