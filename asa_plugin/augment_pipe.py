@@ -94,9 +94,18 @@ def wavelet_filter_bank(h, num_bands=4):
 
 #----------------------------------------------------------------------------
 # Batched homogeneous matrices. Each entry is a python number or a tensor of shape [N].
+# One constant tensor per distinct number, expanded (not copied), then one stack: a handful of
+# kernels per matrix instead of one per entry (on a GPU each launch costs CPU time).
 
 def _batched_matrix(rows, ref):
-    entries = [e if isinstance(e, torch.Tensor) else torch.full_like(ref, float(e)) for row in rows for e in row]
+    consts = {}
+    def entry(e):
+        if isinstance(e, torch.Tensor):
+            return e
+        if float(e) not in consts:
+            consts[float(e)] = torch.full([1] * ref.ndim, float(e), dtype=ref.dtype, device=ref.device).expand(ref.shape)
+        return consts[float(e)]
+    entries = [entry(e) for row in rows for e in row]
     return torch.stack(entries, dim=-1).reshape(ref.shape + (len(rows), len(rows[0])))
 
 
@@ -133,8 +142,10 @@ def rotate3d(v, theta):
     return _batched_matrix(rows + [[0, 0, 0, 1]], theta)
 
 
+# Small constants built on the host and copied without waiting: torch.tensor(..., device=cuda)
+# would wait for every kernel queued so far (a host sync) before copying.
 def _const3(rows, device):
-    return torch.tensor(rows, dtype=torch.float32, device=device)
+    return torch.tensor(rows, dtype=torch.float32).to(device, non_blocking=True)
 
 #----------------------------------------------------------------------------
 # Per-sample decisions and debug values.
@@ -142,7 +153,7 @@ def _const3(rows, device):
 def _gate(value, prob, identity, gate_shape, gen):
     # Keep `value` for samples whose U(0,1) draw is below `prob`; the others get the identity.
     fire = torch.rand(gate_shape, device=value.device, generator=gen) < prob
-    return torch.where(fire, value, torch.full_like(value, identity))
+    return torch.where(fire, value, identity)
 
 
 def _pct_uniform(pct):
@@ -161,9 +172,9 @@ def _geometric_padding(G_inv, width, height, support):
     corners = _const3([[-cx, cx, cx, -cx], [-cy, -cy, cy, cy], [1, 1, 1, 1]], G_inv.device)
     src = (G_inv @ corners)[:, :2, :].permute(1, 0, 2).flatten(1)   # [xy, N*4] source positions.
     need = torch.cat([-src, src]).max(dim=1).values                  # [x0, y0, x1, y1]
-    need = need + torch.tensor([support * 2 - cx, support * 2 - cy] * 2, device=G_inv.device)
+    need = need + _const3([support * 2 - cx, support * 2 - cy] * 2, G_inv.device)
     need = need.max(torch.zeros(4, device=G_inv.device))
-    need = need.min(torch.tensor([width - 1, height - 1] * 2, dtype=torch.float32, device=G_inv.device))
+    need = need.min(_const3([width - 1, height - 1] * 2, G_inv.device))
     return [int(m) for m in need.ceil().to(torch.int32).tolist()]
 
 
@@ -345,7 +356,7 @@ class AugmentPipe(torch.nn.Module):
     def _sample_color(self, shape, device, pct, gen):
         N, num_channels = shape[0], shape[1]
         C = torch.eye(4, device=device).expand(N, 4, 4)
-        v = torch.tensor([1, 1, 1, 0], dtype=torch.float32, device=device) / np.sqrt(3)  # Luma axis.
+        v = _const3([1, 1, 1, 0], device) / np.sqrt(3)  # Luma axis.
         vv = v[:, None] * v[None, :]
         enabled = False
         if self.brightness > 0:
@@ -375,7 +386,7 @@ class AugmentPipe(torch.nn.Module):
         num_bands = self.Hz_fbank.shape[0]
         if len(self.imgfilter_bands) != num_bands:
             raise ValueError(f'AugmentPipe: imgfilter_bands has {len(self.imgfilter_bands)} entries; it needs {num_bands}')
-        expected_power = torch.tensor([10, 1, 1, 1], dtype=torch.float32, device=device) / 13  # ~1/f spectrum.
+        expected_power = _const3([10, 1, 1, 1], device) / 13  # ~1/f spectrum.
         gains = torch.ones([N, num_bands], device=device)
         for band, band_strength in enumerate(self.imgfilter_bands):
             t_i = _gate(torch.exp2(torch.randn([N], device=device, generator=gen) * self.imgfilter_std), self.imgfilter * self.p * band_strength, 1.0, [N], gen)

@@ -1,7 +1,8 @@
 """Counts the places where Python reads a tensor's value: each one is a host synchronisation on a GPU.
 
 A GPU run whose CPU thread waits for a value (`.item()`, `float(t)`, `bool(t)`, `.tolist()`,
-`.cpu()`, `nonzero`, boolean-mask indexing, ...) drains the GPU's queue of launched kernels. The
+`.cpu()`, `nonzero`, boolean-mask indexing, ...) drains the GPU's queue of launched kernels; so
+does `torch.tensor(data, device=...)`, whose host-to-device copy is blocking. The
 counter works without a GPU: it intercepts those calls on any device and records where in the
 repository they came from, so a CPU run shows which reads a GPU run would wait on. Used by
 `bench/train.py --profile` and by the tests that keep the training iteration free of them
@@ -27,6 +28,8 @@ _THIS = os.path.abspath(__file__)
 
 # Tensor methods that copy a value to Python or to host memory (seen as Python calls).
 _READ_METHODS = {'tolist', 'numpy', 'cpu', '__array__'}
+# Factories that copy Python data to a device with a blocking copy when given device=.
+_COPY_FACTORIES = {'tensor', 'as_tensor'}
 # Dispatcher ops whose result size or value the host must wait for.
 _SYNC_OPS = {'_local_scalar_dense', 'equal', 'nonzero', 'nonzero_static', 'masked_select', 'unique', '_unique', '_unique2',
              'unique_dim', 'unique_consecutive', 'repeat_interleave', 'is_nonzero'}
@@ -58,6 +61,8 @@ class _Methods(TorchFunctionMode):
         name = getattr(func, '__name__', '')
         if name in _READ_METHODS:
             self._record(name)
+        elif name in _COPY_FACTORIES and (kwargs or {}).get('device') is not None and args and not isinstance(args[0], torch.Tensor):
+            self._record(f'{name}(data, device)')  # a blocking host-to-device copy: waits for the queue
         return func(*args, **(kwargs or {}))
 
 
