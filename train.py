@@ -142,7 +142,7 @@ def write_options(run_dir: str, options: dict) -> None:
 @click.option('--gamma', help='R1 regularization weight instead of the preset\'s', type=float)
 @click.option('--kimg', help='Length of training in thousands of images (fractions allowed)', type=float, metavar='KIMG')
 @click.option('--batch', help='Total batch size over all GPUs instead of the preset\'s', type=int, metavar='INT')
-@click.option('--batch-gpu', help='Images per GPU per round (gradient accumulation) [default: preset]', type=click.IntRange(min=1), metavar='INT')
+@click.option('--batch-gpu', help='Images per GPU per round (gradient accumulation), or auto: from free GPU memory [default: preset]', type=config.BATCH_GPU, metavar='INT|auto')
 @click.option('--tick', help='Progress print interval in kimg [default: 4]', type=float, metavar='KIMG')
 # Augmentation of what D sees.
 @click.option('--aug', help='noaug | ada | fixed, or a spec like ada:bgc+asa [default: ada]', metavar='SPEC')

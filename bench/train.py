@@ -9,6 +9,7 @@ that reads a tensor's value, which a GPU would wait on); their overhead is not i
     python bench/train.py                                   # --cfg=tiny on the embedded emoji set, CPU
     python bench/train.py --aug=ada:bgc+asa --iters=16
     python bench/train.py --device=cuda --cfg=paper256 --data=~/ffhq256.zip --iters=50
+    python bench/train.py --device=cuda --cfg=paper256 --data=~/ffhq256.zip --iters=50 --batch-gpu=auto
     python bench/train.py --profile --iters=4                # where the time goes, and the host syncs
 """
 
@@ -24,7 +25,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from torch_utils.host_sync import HostSyncCounter  # noqa: E402
-from training import config, image_grid         # noqa: E402
+from training import config, image_grid, loop_setup  # noqa: E402
 from training.training_loop import training_loop  # noqa: E402
 
 #----------------------------------------------------------------------------
@@ -72,14 +73,18 @@ def measure(cfg: str, data: str, aug: str, iters: int, batch, batch_gpu, device:
     options.update(total_kimg=(ticks * iters + 1) * batch_size / 1000, kimg_per_tick=iters * batch_size / 1000 - 1e-9,
                    image_snapshot_ticks=None, network_snapshot_ticks=None)
     probe = _TickProbe(profile)
+    chosen = {}
+    resolve = loop_setup.resolve_batch_gpu
+    loop_setup.resolve_batch_gpu = lambda *args, **kwargs: chosen.setdefault('batch_gpu', resolve(*args, **kwargs))
     with tempfile.TemporaryDirectory() as run_dir:
         options['run_dir'] = run_dir
         image_grid.grid_shape = lambda width, height: (1, 1)  # The start-up grids are not what we measure.
         training_loop(rank=0, **options, progress_fn=probe)
         with open(os.path.join(run_dir, 'stats.jsonl')) as f:
             stats = [json.loads(line) for line in f][1]
+    loop_setup.resolve_batch_gpu = resolve
     kimg = iters * batch_size / 1000
-    row = dict(cfg=cfg, aug=options['aug_spec'], device=device, batch=batch_size, batch_gpu=options['batch_gpu'],
+    row = dict(cfg=cfg, aug=options['aug_spec'], device=device, batch=batch_size, batch_gpu=chosen.get('batch_gpu', options['batch_gpu']),
                res=options['training_set_kwargs']['resolution'], iters=iters,
                sec_per_kimg=stats['Timing/sec_per_kimg']['mean'], cpu_sec_per_kimg=(probe.cpu_at_tick[1] - probe.cpu_at_tick[0]) / kimg,
                peak_gpu_mem_gb=stats['Resources/peak_gpu_mem_gb']['mean'], cpu_mem_gb=stats['Resources/cpu_mem_gb']['mean'])
@@ -102,7 +107,7 @@ def print_profile(probe: _TickProbe, iters: int, top: int = 25) -> None:
 @click.option('--aug', 'augs', multiple=True, default=['noaug'], show_default=True, help='--aug spec; repeat to compare several')
 @click.option('--iters', default=8, show_default=True, type=click.IntRange(min=1), help='Measured iterations')
 @click.option('--batch', default=None, type=int, help='Override the preset batch')
-@click.option('--batch-gpu', default=None, type=int, help='Override batch per round')
+@click.option('--batch-gpu', default=None, type=config.BATCH_GPU, help='Override batch per round (an integer or auto)')
 @click.option('--device', default='cpu', show_default=True, type=click.Choice(['cpu', 'cuda']))
 @click.option('--workers', default=None, type=int, help='DataLoader workers [default: 0 on CPU, preset on CUDA]')
 @click.option('--threads', default=2, show_default=True, help='torch CPU threads')

@@ -8,6 +8,7 @@ this module is for logging only.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import threading
 
@@ -148,6 +149,23 @@ class Collector:
 
     def __getitem__(self, name: str) -> float:
         return self.mean(name)
+
+#----------------------------------------------------------------------------
+# Reports made inside are dropped: for probes that run the loss outside training (batch_gpu=auto).
+
+@contextlib.contextmanager
+def discarded():
+    with _lock:
+        saved = {name: {dev: m.clone() for dev, m in per_device.items()} for name, per_device in _moments.items()}
+        order = dict(_order)
+    try:
+        yield
+    finally:
+        with _lock:
+            _moments.clear()
+            _moments.update(saved)
+            _order.clear()
+            _order.update(order)
 
 #----------------------------------------------------------------------------
 # Forget everything reported so far (tests and benchmarks that run several loops in one process).

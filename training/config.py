@@ -118,6 +118,25 @@ def dataset_options(args: dict, data: str, cond: bool, subset, mirror: bool, see
     return desc, c_dim
 
 #----------------------------------------------------------------------------
+# --batch-gpu: a positive integer or 'auto'.
+
+class _BatchGpu(click.ParamType):
+    name = 'batch_gpu'
+
+    def convert(self, value, param, ctx):
+        if value == 'auto' or isinstance(value, int):
+            return value
+        try:
+            number = int(value)
+        except ValueError:
+            number = 0
+        if number < 1:
+            self.fail(f'{value!r} is neither a positive integer nor "auto"', param, ctx)
+        return number
+
+BATCH_GPU = _BatchGpu()
+
+#----------------------------------------------------------------------------
 # Base preset plus the --gamma/--kimg/--batch/--batch-gpu overrides.
 
 def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gpu) -> str:
@@ -156,6 +175,9 @@ def preset_options(args: dict, cfg: str, gpus: int, gamma, kimg, batch, batch_gp
         desc += f'-batch{batch}'
         args['batch_size'] = batch
         args['batch_gpu'] = batch // gpus
+    if batch_gpu == 'auto':
+        args['batch_gpu'] = 'auto'  # Resolved by the training loop from free GPU memory (training/batch_gpu.py).
+        return desc
     if batch_gpu is not None:
         args['batch_gpu'] = batch_gpu
     per_round = args['batch_gpu'] * gpus

@@ -67,6 +67,20 @@ def build_networks(training_set, G_kwargs: dict, D_kwargs: dict, device):
     return G, D, G_ema
 
 #----------------------------------------------------------------------------
+# --batch-gpu=auto (training/batch_gpu.py): measured before the augmentation exists, so without
+# it; rank 0 decides for all. Off CUDA: one round of batch/gpus unless it breaks minibatch-std.
+
+def resolve_batch_gpu(G, D, loss_kwargs: dict, batch_size: int, num_gpus: int, D_kwargs: dict, device, say) -> int:
+    from training import batch_gpu as rule
+    per_gpu = batch_size // num_gpus
+    mbstd = D_kwargs.get('epilogue_kwargs', {}).get('mbstd_group_size', 4)
+    fallback = max(rule.valid_batch_gpus(per_gpu, mbstd))
+    chosen = rule.auto_batch_gpu(G, D, None, loss_kwargs, per_gpu, mbstd, device, fallback) if distributed.get_rank() == 0 else None
+    chosen = distributed.broadcast_object(chosen)
+    say(f'batch_gpu=auto: {chosen} images per GPU per round ({per_gpu // chosen} rounds per phase)')
+    return chosen
+
+#----------------------------------------------------------------------------
 # Upstream's G and D summary tables (rank 0). The forward pass would move w_avg, so G's buffers
 # are put back afterwards: a run must not depend on whether it printed a summary.
 

@@ -32,7 +32,7 @@ def training_loop(
     num_gpus                = 1,        # Number of processes taking part.
     rank                    = 0,        # This process's rank.
     batch_size              = 4,        # Total batch over all ranks.
-    batch_gpu               = 4,        # Images per rank per accumulation round.
+    batch_gpu               = 4,        # Images per rank per accumulation round, or 'auto' (training/batch_gpu.py).
     ema_kimg                = 10,       # Half-life of G_ema in thousands of images.
     ema_rampup              = None,     # G_ema half-life ramp-up ratio, None = off.
     G_reg_interval          = 4,        # Lazy path-length regularization every this many iterations.
@@ -60,7 +60,7 @@ def training_loop(
     start_time = time.time()
     device = loop_setup.setup_device(device, rank, random_seed, num_gpus, cudnn_benchmark, allow_tf32, deterministic)
     training_stats.init_multiprocessing(rank=rank, sync_device=device if num_gpus > 1 else None)
-    if batch_size % (batch_gpu * num_gpus) != 0:
+    if batch_gpu != 'auto' and batch_size % (batch_gpu * num_gpus) != 0:
         raise ValueError(f'batch_size={batch_size} must be a multiple of batch_gpu*num_gpus={batch_gpu * num_gpus}; fix --batch or --batch-gpu')
     say = print if rank == 0 else (lambda *args, **kwargs: None)
     if unused_options:
@@ -72,6 +72,8 @@ def training_loop(
 
     say('Constructing networks...')
     G, D, G_ema = loop_setup.build_networks(training_set, G_kwargs, D_kwargs, device)
+    if batch_gpu == 'auto':
+        batch_gpu = loop_setup.resolve_batch_gpu(G, D, loss_kwargs, batch_size, num_gpus, D_kwargs, device, say)
     if rank == 0:
         loop_setup.print_summaries(G, D, batch_gpu, device)
     plugin_entry = loop_setup.resume_networks(resume_pkl, G, D, G_ema, rank) if resume_pkl else None
