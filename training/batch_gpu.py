@@ -63,7 +63,8 @@ def probe_peak_bytes(G, D, augment, loss_kwargs: dict, batch: int, device, measu
         G, D, augment = copy.deepcopy(G), copy.deepcopy(D), None  # a plugin that cannot be copied: measured without it
     G.requires_grad_(True)
     D.requires_grad_(True)
-    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, augment=augment, **loss_kwargs)
+    plugin = {} if augment is None else dict(augment=augment)  # None: the loss's own default (no augmentation)
+    loss = dnnlib.util.construct_class_by_name(device=device, G=G, D=D, **plugin, **loss_kwargs)
     real = torch.zeros([batch, G.img_channels, G.img_resolution, G.img_resolution], device=device)
     c = torch.zeros([batch, G.c_dim], device=device)
     def run():
