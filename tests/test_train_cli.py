@@ -108,7 +108,8 @@ UPSTREAM_KEYS = ['num_gpus', 'image_snapshot_ticks', 'network_snapshot_ticks', '
 OUR_KEYS = ['aug_spec', 'kimg_per_tick', 'device', 'G_reg_interval', 'D_reg_interval', 'nonfinite', 'deterministic']
 
 
-def test_key_order_default(data):
+def test_key_order_default(data, monkeypatch):
+    monkeypatch.setattr(config, 'usable_cpus', lambda: 8)  # upstream's default of 3 workers fits
     _desc, opts = setup(data)
     assert list(opts) == UPSTREAM_KEYS + ['ada_target', 'augment_kwargs', 'run_dir'] + OUR_KEYS
     assert list(opts['training_set_kwargs']) == ['class_name', 'path', 'use_labels', 'max_size', 'xflip', 'resolution']
@@ -300,6 +301,18 @@ def test_data_errors(tmp_path):
     odd = _make_zip(tmp_path / 'odd.zip', res=12)
     code, out = dry_run(tmp_path, '--data', odd)
     assert code != 0 and 'power of two' in out
+
+
+def test_workers_capped_by_cpu_count(data, monkeypatch, capsys):
+    monkeypatch.setattr(config, 'usable_cpus', lambda: 2)
+    assert setup(data)[1]['data_loader_kwargs']['num_workers'] == 2       # default 3 on 2 CPUs
+    assert capsys.readouterr().err == ''                                # the default is capped silently
+    assert setup(data, workers=16)[1]['data_loader_kwargs']['num_workers'] == 2
+    assert '--workers=16 capped at 2' in capsys.readouterr().err
+    assert setup(data, workers=1)[1]['data_loader_kwargs']['num_workers'] == 1
+    assert setup(data, workers=0)[1]['data_loader_kwargs'] == dict(pin_memory=False, num_workers=0)
+    monkeypatch.setattr(config, 'usable_cpus', lambda: 1)
+    assert setup(data)[1]['data_loader_kwargs']['num_workers'] == 1
 
 
 def test_unwritable_outdir(tmp_path, data):

@@ -346,6 +346,19 @@ def resume_options(args: dict, resume, outdir: str, c_dim: int = 0, aug_spec: st
     return desc, state
 
 #----------------------------------------------------------------------------
+# DataLoader workers: more worker processes than CPUs only compete for them (and torch warns).
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError: # macOS and Windows have no affinity masks.
+        return os.cpu_count() or 1
+
+
+def capped_workers(requested: int, cpus: int) -> int:
+    return min(requested, max(cpus, 1))
+
+#----------------------------------------------------------------------------
 # Performance switches (docs/compatibility.md §1): they change values in place or append upstream's keys.
 
 def perf_options(args: dict, fp32, nhwc, nobench, allow_tf32, workers, device: str) -> None:
@@ -364,6 +377,10 @@ def perf_options(args: dict, fp32, nhwc, nobench, allow_tf32, workers, device: s
         args['data_loader_kwargs']['num_workers'] = workers
         if workers == 0: # torch rejects prefetch_factor without worker processes.
             del args['data_loader_kwargs']['prefetch_factor']
+    requested, cpus = args['data_loader_kwargs']['num_workers'], usable_cpus()
+    args['data_loader_kwargs']['num_workers'] = capped_workers(requested, cpus)
+    if workers is not None and workers > cpus:
+        click.echo(f'Note: --workers={workers} capped at {cpus}, the number of CPUs this process may use.', err=True)
     if device != 'cuda':
         args['data_loader_kwargs']['pin_memory'] = False # Nothing to pin for.
 
@@ -405,7 +422,7 @@ def setup_training_options(
     nhwc        = None,     # channels_last for the fp16 layers.
     nobench     = None,     # Disable cuDNN benchmarking.
     allow_tf32  = None,     # Allow TF32 matmuls/convolutions.
-    workers     = None,     # DataLoader workers. Default 3.
+    workers     = None,     # DataLoader workers. Default 3, at most the CPU count.
     tick        = None,     # kimg per tick (float). Default 4.
     batch_gpu   = None,     # Images per GPU per accumulation round.
     device      = 'auto',   # auto | cuda | cpu.
