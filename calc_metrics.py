@@ -16,12 +16,11 @@ import pickle
 import tempfile
 
 import click
-import torch
 
 import dnnlib
 from metrics import detectors
-from metrics import metric_main
-from metrics import metric_utils
+
+# torch and the metric modules load in the functions that use them: `--help` stays instant.
 
 #----------------------------------------------------------------------------
 # Snapshot loading shared with compare.py: G_ema and the training-set kwargs of a pickle.
@@ -42,6 +41,7 @@ def run_dir_of(network_pkl: str):
 
 def metric_names(metrics: list, detector: str) -> list:
     """With the offline detector every metric becomes its not-comparable `_effnet` twin."""
+    from metrics import metric_main
     if detector != detectors.EFFNET:
         return list(metrics)
     return [m if m.endswith(metric_main.EFFNET_SUFFIX) else m + metric_main.EFFNET_SUFFIX for m in metrics]
@@ -96,6 +96,8 @@ def dataset_kwargs_for(G, data, mirror, training_set_kwargs) -> dict:
 # One process per device; rank 0 prints and writes.
 
 def subprocess_fn(rank: int, args: dnnlib.EasyDict, temp_dir: str) -> None:
+    import torch
+    from metrics import metric_main
     if args.num_gpus > 1:
         from training.distributed import init_distributed
         init_method = f'file://{os.path.abspath(os.path.join(temp_dir, ".torch_distributed_init"))}'
@@ -146,6 +148,8 @@ def calc_metrics(ctx, network_pkl, metrics, data, mirror, gpus, verbose, device,
     fid1k_full, kid2k_full, pr1k3_full, is5k, fid200_full. Any name + _effnet (or
     --detector=effnet-lite0): offline EfficientNet-Lite0 features, NOT comparable.
     """
+    import torch
+    from metrics import metric_main, metric_utils
     metrics = metric_names(metrics, detector)
     bad = [m for m in metrics if not metric_main.is_valid_metric(m)]
     if bad:

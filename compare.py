@@ -24,7 +24,8 @@ import sys
 import click
 
 import dnnlib
-from metrics import metric_main
+
+# torch and metrics.metric_main load in the functions that use them: `--help` stays instant.
 
 # Upstream's names and the exact-kimg names that later snapshots within one kimg get (NNNNNN.FFF).
 SNAPSHOT_RE = re.compile(r'^network-snapshot-(\d+)(?:\.\d{3})?\.pkl$')
@@ -86,6 +87,7 @@ def run_label(run_dir: str) -> str:
 # Which result to plot and rank by, and in which direction.
 
 def primary_key(metric: str) -> str:
+    from metrics import metric_main
     base = metric[:-len(metric_main.EFFNET_SUFFIX)] if metric.endswith(metric_main.EFFNET_SUFFIX) else metric
     if base.startswith('pr'):
         return f'{metric}_precision'
@@ -112,6 +114,7 @@ def best_point(points: list, key: str):
 def evaluate_snapshot(pkl: str, metric: str, data=None, device='cpu', detector_dir=None, seed=0, verbose=False) -> dict:
     import torch
     import calc_metrics
+    from metrics import metric_main
     network = calc_metrics.load_network(pkl)
     G = network['G_ema']
     dataset_kwargs = calc_metrics.dataset_kwargs_for(G, data, None, network.get('training_set_kwargs'))
@@ -137,6 +140,7 @@ def evaluate_run(run_dir: str, metric: str, evaluate=evaluate_snapshot, reuse=Tr
 
 def render_markdown(metric: str, key: str, runs: list) -> str:
     """runs: [dict(label, run_dir, points)]."""
+    from metrics import metric_main
     better = 'lower' if lower_is_better(key) else 'higher'
     lines = [f'# Comparison: {metric}', '']
     if not metric_main.is_comparable(metric):
@@ -209,7 +213,7 @@ def train_specs(specs: list, data, kimg: float, seed: int, cfg: str, train_outdi
 
 def compare_runs(run_dirs: list, metric: str, outdir: str, labels=None, key=None, evaluate=evaluate_snapshot, reuse=True, **eval_kwargs) -> dict:
     """Evaluate every snapshot of every run, then write the table, plot and json to outdir."""
-    from metrics import plot
+    from metrics import metric_main, plot
     if not metric_main.is_valid_metric(metric):
         metric_main.get_metric_fn(metric)   # raises with the list of valid names
     if os.path.exists(outdir) and (not os.path.isdir(outdir) or os.listdir(outdir)):
@@ -259,6 +263,7 @@ def main(runs, specs, metric, outdir, data, kimg, seed, cfg, train_outdir, train
     """Compare training runs (or --aug specs) on one metric over their snapshots."""
     import torch
     import calc_metrics
+    from metrics import metric_main
     specs = _split_specs(specs)
     if bool(runs) == bool(specs):
         raise CompareError('give either --runs=DIR1,DIR2 or --specs="spec1;spec2", not both and not neither')

@@ -22,7 +22,7 @@ import numpy as np
 import PIL.Image
 
 import dnnlib
-from training.dataset import DatasetError, FileStore, decode_image, is_image_name, mode_channels, parse_labels, to_mode
+from training.image_files import DatasetError, FileStore, decode_image, is_image_name, mode_channels, parse_labels, to_mode
 
 #----------------------------------------------------------------------------
 # Source readers. Each yields (name, load) pairs, where load() returns a PIL image or raises
@@ -30,7 +30,7 @@ from training.dataset import DatasetError, FileStore, decode_image, is_image_nam
 
 class FolderOrZipSource:
     def __init__(self, path: str):
-        self.store = FileStore(path)
+        self.store = FileStore(path, role='source')
         self.names = [n for n in self.store.names if is_image_name(n)]
         self.num_ignored = len(self.store.names) - len(self.names) - ('dataset.json' in self.store.names)
         self.labels = None

@@ -19,8 +19,6 @@ import sys
 import zipfile
 from typing import Optional
 
-import torch
-
 import dnnlib
 
 ENV_DIR = 'STYLEGAN_ASA_DETECTORS'      # Folder holding local copies of the detector files.
@@ -151,6 +149,7 @@ def resolve_detector_file(name: str, detector_dir=None, cache_dir=None, sha256=N
 # so it is accepted only from a file the user placed locally.
 
 def load_detector_file(path: str, device: torch.device) -> torch.nn.Module:
+    import torch  # here, not at the top: the tools' --help must not wait for torch
     if zipfile.is_zipfile(path):
         try:
             return torch.jit.load(path, map_location=device).eval()
@@ -224,7 +223,7 @@ def seed_cache(name: str, src: str, cache_dir: Optional[str] = None) -> str:
     if not os.path.isfile(src):
         raise DetectorError(f'seed: {src} is not a file')
     info = DETECTORS[name]
-    load_detector_file(src, torch.device('cpu'))
+    load_detector_file(src, 'cpu')
     dst_dir = os.path.join(cache_root(cache_dir), 'detectors')
     os.makedirs(dst_dir, exist_ok=True)
     dst = os.path.join(dst_dir, info.filenames[0] if not src.endswith('.pkl') else info.filenames[1])

@@ -12,7 +12,7 @@ import numpy as np
 import PIL.Image
 import pytest
 
-from training import dataset
+from training import image_files
 from training.dataset import DatasetError, ImageFolderDataset
 
 #----------------------------------------------------------------------------
@@ -116,7 +116,7 @@ def test_missing_and_wrong_kind(tmp_path):
     with pytest.raises(DatasetError, match='no such file'):
         ImageFolderDataset(str(tmp_path / 'nope.zip'))
     (tmp_path / 'a.tar').write_bytes(b'x')
-    with pytest.raises(DatasetError, match='directory or zip'):
+    with pytest.raises(DatasetError, match='not a folder or .zip; pass a dataset folder or .zip made by dataset_tool.py'):
         ImageFolderDataset(str(tmp_path / 'a.tar'))
     os.makedirs(tmp_path / 'empty')
     (tmp_path / 'empty' / 'readme.txt').write_text('x')
@@ -201,7 +201,7 @@ def test_absurd_image_header_refused(tmp_path):
 
 
 def test_decompression_bomb_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(dataset, 'ZIP_RATIO_FLOOR', 1 << 20) # Same rule, smaller test file.
+    monkeypatch.setattr(image_files, 'ZIP_RATIO_FLOOR', 1 << 20) # Same rule, smaller test file.
     files = dataset_files(_images(1))
     files['bomb.bin'] = b'\0' * (2 << 20) # 2 MiB that deflate squeezes ~1000x
     with pytest.raises(DatasetError, match='bomb.bin.*expands .*x'):

@@ -3,6 +3,7 @@
 import io
 import json
 import os
+import re
 import zipfile
 
 import numpy as np
@@ -154,6 +155,20 @@ def test_hostile_source_zip(tmp_path):
         zf.writestr('../../etc/evil.png', buf.getvalue())
     code, out = run_tool('--source', str(tmp_path / 'evil.zip'), '--dest', str(tmp_path / 'o.zip'))
     assert code != 0 and 'outside the archive' in out and not os.path.exists(tmp_path / 'o.zip')
+
+
+@pytest.mark.parametrize('name, content, match', [
+    ('missing', None, 'no such file or folder; pass a folder or .zip of images'),
+    ('notes.txt', b'text', 'not a folder or .zip; pass a folder or .zip of images'),
+    ('broken.zip', b'PK\x03\x04 truncated', 'not a readable zip .*; the file is truncated or corrupt, replace it with an intact copy'),
+])
+def test_bad_source_names_a_fix_for_raw_data(tmp_path, name, content, match):
+    # The --source is the user's raw data: "rebuild it with dataset_tool.py" would send them in a circle.
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    code, out = run_tool('--source', str(tmp_path / name), '--dest', str(tmp_path / 'o.zip'))
+    assert code != 0 and re.search(match, out) and 'dataset_tool' not in out, out
+    assert not os.path.exists(tmp_path / 'o.zip')
 
 
 def test_zip_source_roundtrip(tmp_path):
