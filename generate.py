@@ -5,6 +5,8 @@ same images. Off CUDA the networks run in fp32 automatically. Every input is che
 image is written, and every PNG is written atomically, so bad input leaves no partial files.
 """
 
+from __future__ import annotations
+
 import math
 import os
 import re
@@ -12,11 +14,10 @@ from typing import List, Optional
 
 import click
 import numpy as np
-import PIL.Image
-import torch
 
 import dnnlib
-import legacy
+
+# torch, legacy and PIL are imported where they are used, so that `--help` and input errors are instant.
 
 #----------------------------------------------------------------------------
 # "0-3,7,10-11" -> [0, 1, 2, 3, 7, 10, 11]; seeds must fit numpy's RandomState. Every bound is
@@ -52,6 +53,7 @@ def parse_seeds(text: str) -> List[int]:
 # One-hot label [1, c_dim] for --class; an unconditional network takes an empty label.
 
 def make_label(c_dim: int, class_idx: Optional[int], device: torch.device) -> torch.Tensor:
+    import torch
     label = torch.zeros([1, c_dim], device=device)
     if c_dim == 0:
         if class_idx is not None:
@@ -68,6 +70,7 @@ def make_label(c_dim: int, class_idx: Optional[int], device: torch.device) -> to
 # Same latent as upstream: float64 normal draws from the legacy RandomState, then float32.
 
 def seed_to_z(seed: int, z_dim: int, device: torch.device) -> torch.Tensor:
+    import torch
     z = np.random.RandomState(seed).randn(1, z_dim).astype(np.float32)
     return torch.from_numpy(z).to(device)
 
@@ -75,11 +78,13 @@ def seed_to_z(seed: int, z_dim: int, device: torch.device) -> torch.Tensor:
 # NCHW float image in [-1, 1] -> HWC uint8, upstream's rounding: x * 127.5 + 128, clamped, truncated.
 
 def to_uint8(img: torch.Tensor) -> np.ndarray:
+    import torch
     hwc = img[0].permute(1, 2, 0)
     return (hwc * 127.5 + 128).clamp(0, 255).to(torch.uint8).cpu().numpy()
 
 def save_png(array: np.ndarray, path: str) -> None:
     # Atomic: a crash never leaves a half-written PNG under the final name.
+    import PIL.Image
     mode = 'L' if array.shape[2] == 1 else 'RGB'
     image = PIL.Image.fromarray(array[:, :, 0] if mode == 'L' else array, mode)
     with dnnlib.util.AtomicFile(path, 'wb') as f:
@@ -89,6 +94,7 @@ def save_png(array: np.ndarray, path: str) -> None:
 # Device choice: cuda when available; fp16 blocks run only on CUDA.
 
 def resolve_device(name: Optional[str]) -> torch.device:
+    import torch
     if name is None:
         return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try:
@@ -100,6 +106,7 @@ def resolve_device(name: Optional[str]) -> torch.device:
     return device
 
 def load_generator(network: str, device: torch.device, allow_unsafe: bool = False) -> torch.nn.Module:
+    import legacy
     with dnnlib.util.open_url(network) as f:
         G = legacy.load_network_pkl(f, allow_unsafe=allow_unsafe)['G_ema']
     return G.eval().requires_grad_(False).to(device)
@@ -115,6 +122,7 @@ def _output_paths(outdir: str, names: List[str]) -> List[str]:
     return paths
 
 def _load_projected_w(path: str, G: torch.nn.Module, device: torch.device) -> torch.Tensor:
+    import torch
     try:
         with np.load(path, allow_pickle=False) as npz:
             ws = npz['w']
@@ -144,6 +152,7 @@ def generate_images(network_pkl, seeds, truncation_psi, class_idx, noise_mode, p
     python generate.py --network=cond.pkl --seeds=10,20 --class=3 --trunc=0.7 --outdir=samples
     python generate.py --network=run.pkl --projected-w=w.npz --outdir=samples
     """
+    import legacy
     try:
         run_generate(network_pkl, seeds, truncation_psi, class_idx, noise_mode, projected_w, outdir, device, allow_unsafe)
     except (ValueError, OSError, legacy.NetworkPickleError) as err:
@@ -157,6 +166,10 @@ def run_generate(network_pkl: str, seeds: Optional[str], truncation_psi: float, 
     if not math.isfinite(truncation_psi):
         raise ValueError(f'--trunc: {truncation_psi} is not a finite number; use e.g. --trunc=1 (off) or --trunc=0.7')
     seed_list = parse_seeds(seeds) if projected_w is None else []
+    problem = dnnlib.util.output_folder_problem(outdir)
+    if problem:  # before the (possibly long) network download and load
+        raise ValueError(f'--outdir: {problem}; choose another --outdir')
+    import torch
     dev = resolve_device(device)
     force_fp32 = (dev.type != 'cuda') # fp16 is slow or unsupported off CUDA.
 

@@ -111,11 +111,9 @@ def prepare_metric_detectors(metrics: list, verbose: bool) -> None:
 # Fail before anything is created when the output folder cannot be written.
 
 def check_outdir(outdir: str) -> None:
-    probe = os.path.abspath(outdir)
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise click.BadParameter(f'{outdir}: {probe} is not a writable folder; pick another --outdir', param_hint='--outdir')
+    problem = dnnlib.util.output_folder_problem(outdir)
+    if problem:
+        raise click.BadParameter(f'{outdir}: {problem}; pick another --outdir', param_hint='--outdir')
 
 
 def write_options(run_dir: str, options: dict) -> None:
@@ -157,7 +155,7 @@ def write_options(run_dir: str, options: dict) -> None:
 @click.option('--nhwc', help='Channels-last memory layout for the fp16 blocks', type=bool, metavar='BOOL')
 @click.option('--nobench', help='Turn off cuDNN autotuning', type=bool, metavar='BOOL')
 @click.option('--allow-tf32', help='Let matmuls and convolutions use TF32 on Ampere and newer', type=bool, metavar='BOOL')
-@click.option('--workers', help='Data-loading worker processes (0 = load in the main process)', type=click.IntRange(min=0), metavar='INT')
+@click.option('--workers', help='Data-loading worker processes (0 = load in the main process) [default: 3, at most the CPU count]', type=click.IntRange(min=0), metavar='INT')
 @click.option('--device', help='Where to train [default: auto = cuda if available, else cpu]', type=click.Choice(['auto', 'cuda', 'cpu']), default='auto')
 @click.option('--nonfinite', help='On NaN/Inf in a loss or gradient: skip the step or stop [default: skip]', type=click.Choice(['skip', 'stop']), default='skip')
 @click.option('--deterministic', help='Deterministic algorithms (for exact resume)', type=bool, is_flag=False, flag_value=True, default=False, metavar='[BOOL]')

@@ -312,6 +312,18 @@ def atomic_write_text(path: str, text: str) -> None:
     atomic_write_bytes(path, text.encode('utf-8'))
 
 #----------------------------------------------------------------------------
+# Can an output folder be created (or written) here? Checked before slow work, so that a bad
+# --outdir fails at once. Returns None when it can, else the reason, naming the blocking path.
+
+def output_folder_problem(path: str):
+    probe = os.path.abspath(path)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        return f'{probe} is not a writable folder'
+    return None
+
+#----------------------------------------------------------------------------
 # Append one line to a log (JSON lines) with a single O_APPEND write() and an fsync: a kill cannot
 # interleave or half-write it, and rewriting the file per line would cost O(file size). A last line
 # torn by a power loss is closed with a newline first so that later lines stay parseable.

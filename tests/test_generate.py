@@ -116,6 +116,16 @@ def test_bad_input(pkl, tmp_path, case):
     assert len(error_lines) == 1, result.output
     assert not os.path.exists(outdir)
 
+def test_unwritable_outdir_fails_before_loading(pkl, tmp_path, monkeypatch):
+    path, _ = pkl
+    (tmp_path / 'file').write_text('x')
+    loaded = []
+    monkeypatch.setattr(generate, 'load_generator', lambda *args, **kwargs: loaded.append(args))
+    result = run_cli('--network', path, '--seeds', '0', '--outdir', str(tmp_path / 'file' / 'out'), '--device', 'cpu')
+    assert result.exit_code != 0 and not loaded
+    assert [line for line in result.output.splitlines() if line.strip()] == \
+        [f'Error: --outdir: {tmp_path / "file"} is not a writable folder; choose another --outdir']
+
 def test_cli_process_exit_code_and_single_line(pkl, tmp_path):
     # The real script, not CliRunner: catches import-path problems too.
     path, _ = pkl
