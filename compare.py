@@ -24,6 +24,7 @@ import sys
 import click
 
 import dnnlib
+from dnnlib.progress import Progress
 
 # torch and metrics.metric_main load in the functions that use them: `--help` stays instant.
 
@@ -226,7 +227,17 @@ def compare_runs(run_dirs: list, metric: str, outdir: str, labels=None, key=None
         metric_main.prepare_detectors([metric], detector_dir=eval_kwargs.get('detector_dir'), verbose=False)
     key = key or primary_key(metric)
     labels = labels or [run_label(d) for d in run_dirs]
-    runs = [dict(label=label, run_dir=run_dir, points=evaluate_run(run_dir, metric, evaluate, reuse, **eval_kwargs))
+    scored = Progress(f'{metric}: snapshots scored', missing, interval=0)
+    if missing:
+        print(f'Scoring {missing} snapshots with {metric}; reused {sum(len(find_snapshots(d)) for d in run_dirs) - missing}', flush=True)
+
+    def evaluate_with_progress(pkl, metric, **kwargs):  # one line per snapshot, with the ETA of all
+        print(f'Scoring {pkl} ...', flush=True)
+        results = evaluate(pkl, metric, **kwargs)
+        scored.step()
+        return results
+
+    runs = [dict(label=label, run_dir=run_dir, points=evaluate_run(run_dir, metric, evaluate_with_progress, reuse, **eval_kwargs))
             for label, run_dir in zip(labels, run_dirs)]
     summary = dict(metric=metric, key=key, comparable=metric_main.is_comparable(metric),
                    runs=[dict(label=r['label'], run_dir=r['run_dir'], best=best_point(r['points'], key),
@@ -282,7 +293,7 @@ def main(runs, specs, metric, outdir, data, kimg, seed, cfg, train_outdir, train
         run_dirs, labels = [d for d in runs.split(',') if d], None
     try:
         summary = compare_runs(run_dirs, metric, outdir, labels=labels, reuse=reuse, data=data, device=device,
-                               detector_dir=detector_dir, seed=seed)
+                               detector_dir=detector_dir, seed=seed, verbose=True)
     except (ValueError, RuntimeError, OSError) as e:
         raise CompareError(str(e).splitlines()[0] if str(e) else type(e).__name__) from None
     for run in summary['runs']:

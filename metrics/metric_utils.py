@@ -222,8 +222,11 @@ def _report(opts: MetricOptions, what: str, done: int, total: Optional[int]) -> 
     if opts.progress is not None:
         opts.progress(done, total)
     elif opts.verbose and opts.rank == 0:
-        last = total is not None and done >= total
-        print(f'\r{what}: {done}/{total if total is not None else "?"}', end='\n' if last else '', flush=True)
+        from dnnlib.progress import Progress
+        lines = opts.__dict__.setdefault('progress_lines', {})  # one Progress (with its ETA) per phase
+        if what not in lines or done < lines[what].done:
+            lines[what] = Progress(what, total)
+        lines[what].update(done)
 
 #----------------------------------------------------------------------------
 # Feature statistics of the real images; cached on disk by rank 0 (generator stats never are).

@@ -419,7 +419,7 @@ def test_two_process_sharding_matches_one_process(tmp_path, setup, monkeypatch):
     assert line['num_gpus'] == 2 and np.isfinite(line['results']['fid4_full'])
 
 
-def test_compare_end_to_end(tmp_path, setup):
+def test_compare_end_to_end(tmp_path, setup, capsys):
     import compare
     run_a = make_run(str(tmp_path / '00000-ada'), setup, [0, 4, 8], seed=1, aug_spec='ada')
     run_b = make_run(str(tmp_path / '00001-asa'), setup, [0, 4], seed=2, aug_spec='ada+asa')
@@ -431,6 +431,10 @@ def test_compare_end_to_end(tmp_path, setup):
                                    detector_dir=str(tmp_path / 'det'), seed=0)
     assert sorted(os.listdir(outdir)) == ['comparison.json', 'comparison.md', 'comparison.png']
     assert tuple(summary['runs'][0]['best']) == (4, 0.0)
+    progress = [l for l in capsys.readouterr().out.splitlines() if 'snapshots scored' in l or l.startswith('Scoring')]
+    assert progress[0] == 'Scoring 4 snapshots with fid20_full; reused 1' and len(progress) == 1 + 2 * 4, progress
+    assert progress[2].startswith('fid20_full: snapshots scored: 1/4 (25%)') and ', eta ' in progress[2]
+    assert progress[-1].startswith('fid20_full: snapshots scored: 4/4 (100%)') and progress[-1].endswith('done')
     md = open(os.path.join(outdir, 'comparison.md')).read()
     assert '| ada |' in md and '| ada+asa |' in md and 'network-snapshot-000004.pkl' in md
     assert PIL.Image.open(os.path.join(outdir, 'comparison.png')).size[0] > 100

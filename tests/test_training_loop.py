@@ -18,8 +18,7 @@ from _training_utils import ROOT, make_zip, tiny_options
 # and random streams must survive a resume.
 AUG = 'ada:bgc,interval=1,kimg=0.1+asa'
 
-STATUS_RE = re.compile(r'^tick \d+\s+kimg [\d.]+\s+time .+ sec/tick [\d.]+\s+sec/kimg [\d.]+\s+maintenance [\d.]+\s+'
-                       r'cpumem [\d.]+\s+gpumem [\d.]+\s+augment \d\.\d{3}', re.M)
+STATUS_RE = re.compile(r'^tick \d+\s+kimg [\d.]+/[\d.]+\s+time .+ sec/kimg [\d.]+\s+eta (-|\d.*)\s+augment \d\.\d{3}', re.M)
 STATS_KEYS = ['Loss/scores/fake', 'Loss/signs/fake', 'Loss/G/loss', 'Loss/pl_penalty', 'Loss/G/reg', 'Loss/scores/real',
               'Loss/signs/real', 'Loss/D/loss', 'Loss/r1_penalty', 'Loss/D/reg', 'Progress/tick', 'Progress/kimg',
               'Timing/total_sec', 'Timing/sec_per_tick', 'Timing/sec_per_kimg', 'Timing/maintenance_sec',
@@ -106,7 +105,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, small_grids, mon
     # The uninterrupted run also evaluates a (stand-in) metric at every snapshot, which draws random
     # numbers: tick work must not shift the training's random streams.
     evaluated = []
-    def fake_metric(metric, G, dataset_kwargs, num_gpus, rank, device):
+    def fake_metric(metric, G, dataset_kwargs, num_gpus, rank, device, verbose=False):
         evaluated.append(torch.randn([1000]).sum().item() + G.z_dim)
         return dnnlib.EasyDict(results=dnnlib.EasyDict(fid50k_full=float(len(evaluated))), metric=metric, total_time=0.0,
                                total_time_str='0s', num_gpus=num_gpus)

@@ -10,11 +10,16 @@ import psutil
 import torch
 
 import dnnlib
+from dnnlib.progress import eta_seconds
 from torch_utils import training_stats
 from training import checkpoint
 
-STATUS_FORMAT = ('tick %-5d kimg %-8.1f time %-12s sec/tick %-7.1f sec/kimg %-7.2f maintenance %-6.1f '
-                 'cpumem %-6.2f gpumem %-6.2f augment %.3f')
+# One short line per tick; memory, maintenance and the rest go to stats.jsonl and TensorBoard only.
+STATUS_FORMAT = 'tick %-5d kimg %-14s time %-11s sec/kimg %-7.2f eta %-11s augment %.3f'
+
+
+def kimg_progress(cur_kimg: float, total_kimg: float) -> str:
+    return f'{cur_kimg:.1f}/{total_kimg:g}'
 
 #----------------------------------------------------------------------------
 # Which op implementation runs (custom CUDA or reference), if the ops package can tell us.
@@ -35,8 +40,11 @@ def impl_summary() -> str:
 #----------------------------------------------------------------------------
 
 class TickReporter:
-    def __init__(self, run_dir: str, rank: int, device: torch.device, start_time: float):
+    def __init__(self, run_dir: str, rank: int, device: torch.device, start_time: float, total_kimg: float = None):
         self.run_dir = run_dir
+        self.total_kimg = total_kimg
+        self.pace_start = None  # (time, kimg) at this process's first tick
+        self.last_impl = None
         self.rank = rank
         self.device = device
         self.start_time = start_time
@@ -50,7 +58,7 @@ class TickReporter:
             except ImportError as err:
                 print(f'TensorBoard logging off ({err})')
 
-    # Reports the tick's progress stats and returns upstream's status line plus our extras.
+    # Reports the tick's progress stats (all of upstream's keys) and returns the compact status line.
     def status(self, cur_tick, cur_nimg, tick_start_nimg, tick_start_time, tick_end_time, maintenance_time, aug_stats: dict) -> str:
         total_sec = tick_end_time - self.start_time
         sec_per_tick = tick_end_time - tick_start_time
@@ -58,13 +66,24 @@ class TickReporter:
         cpu_mem = psutil.Process(os.getpid()).memory_info().rss / 2**30
         gpu_mem = torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == 'cuda' else 0.0
         augment = float(aug_stats.get('Progress/augment', 0.0))
-        line = STATUS_FORMAT % (
-            training_stats.report0('Progress/tick', cur_tick), training_stats.report0('Progress/kimg', cur_nimg / 1e3),
-            dnnlib.util.format_time(training_stats.report0('Timing/total_sec', total_sec)),
-            training_stats.report0('Timing/sec_per_tick', sec_per_tick), training_stats.report0('Timing/sec_per_kimg', sec_per_kimg),
-            training_stats.report0('Timing/maintenance_sec', maintenance_time),
-            training_stats.report0('Resources/cpu_mem_gb', cpu_mem), training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem),
-            training_stats.report0('Progress/augment', augment))
+        training_stats.report0('Progress/tick', cur_tick)
+        training_stats.report0('Progress/kimg', cur_nimg / 1e3)
+        training_stats.report0('Timing/total_sec', total_sec)
+        training_stats.report0('Timing/sec_per_tick', sec_per_tick)
+        training_stats.report0('Timing/sec_per_kimg', sec_per_kimg)
+        training_stats.report0('Timing/maintenance_sec', maintenance_time)
+        training_stats.report0('Resources/cpu_mem_gb', cpu_mem)
+        training_stats.report0('Resources/peak_gpu_mem_gb', gpu_mem)
+        training_stats.report0('Progress/augment', augment)
+        cur_kimg = cur_nimg / 1e3
+        if self.pace_start is None:
+            self.pace_start = (tick_end_time, cur_kimg)
+        total_kimg = cur_kimg if self.total_kimg is None else self.total_kimg
+        # Time left at the average pace since this process's first tick, snapshots and grids included.
+        start_time, start_kimg = self.pace_start
+        eta = eta_seconds(cur_kimg - start_kimg, total_kimg - start_kimg, tick_end_time - start_time)
+        line = STATUS_FORMAT % (cur_tick, kimg_progress(cur_kimg, total_kimg), dnnlib.util.format_time(total_sec),
+                                sec_per_kimg, '-' if eta is None else dnnlib.util.format_time(eta), augment)
         training_stats.report0('Timing/total_hours', total_sec / (60 * 60))
         training_stats.report0('Timing/total_days', total_sec / (24 * 60 * 60))
         if self.device.type == 'cuda':
@@ -74,8 +93,9 @@ class TickReporter:
             if key != 'Progress/augment':
                 training_stats.report0(key, float(value))
         impl = impl_summary()
-        if impl:
+        if impl and impl != self.last_impl:  # said once, and again only if it changes
             extras.append(f'ops {impl}')
+        self.last_impl = impl
         return line + ''.join(f'  {e}' for e in extras)
 
     # Collects everything reported since the last tick (all ranks) and writes it (rank 0).
@@ -118,7 +138,9 @@ def evaluate_metrics(metrics: list, G_ema, training_set_kwargs: dict, num_gpus: 
         return []
     results = []
     for metric in metrics:
-        result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs, num_gpus=num_gpus, rank=rank, device=device)
+        # verbose: progress lines with an ETA, so a long metric at a snapshot is not mistaken for a hang.
+        result = metric_main.calc_metric(metric=metric, G=G_ema, dataset_kwargs=training_set_kwargs, num_gpus=num_gpus, rank=rank,
+                                         device=device, verbose=(rank == 0))
         if rank == 0:
             metric_main.report_metric(result, run_dir=run_dir, snapshot_pkl=snapshot_pkl)
         results.append(result)

@@ -112,7 +112,7 @@ def training_loop(
         progress = run_state.restore_training_state(state, phases, loss, augment, guard, device, rank)
         say(f'Exact resume from "{resume_state}" at kimg {progress["cur_nimg"] / 1000:.1f}, tick {progress["cur_tick"]}')
     data_iter = loop_setup.data_iterator(training_set, data_loader_kwargs, rank, num_gpus, batch_size, random_seed, progress['batch_idx'], device)
-    reporter = TickReporter(run_dir, rank, device, start_time)
+    reporter = TickReporter(run_dir, rank, device, start_time, total_kimg)
 
     say(f'Training for {total_kimg} kimg...\n')
     tick_start_time = time.time()
