@@ -14,7 +14,6 @@ import tempfile
 import click
 
 import dnnlib
-from asa_plugin import ada
 from training import config
 
 #----------------------------------------------------------------------------
@@ -146,7 +145,7 @@ def write_options(run_dir: str, options: dict) -> None:
 @click.option('--aug', help='noaug | ada | fixed, or a spec like ada:bgc+asa [default: ada]', metavar='SPEC')
 @click.option('--p', help='With --aug=fixed: the p used for the whole run', type=float)
 @click.option('--target', help='Target of ADA\'s overfitting heuristic r_t, with --aug=ada', type=float)
-@click.option('--augpipe', help='ADA pipe preset (ops enabled) [default: bgc]', type=click.Choice(list(ada.PRESETS)))
+@click.option('--augpipe', help='ADA pipe preset (ops enabled): bgc, bgcfnc, ... (docs/ada.md) [default: bgc]', metavar='NAME')
 # Transfer learning and resume.
 @click.option('--resume', help='Resume from a path, URL, preset name, or "latest" under --outdir [default: noresume]', metavar='PKL')
 @click.option('--freezed', help='Freeze the first N layers of D (Freeze-D) [default: 0]', type=int, metavar='INT')

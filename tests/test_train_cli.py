@@ -274,6 +274,7 @@ def test_merge_architecture():
     (['--aug=fixed', '--p=1.5'], '--p.*between 0 and 1'),
     (['--aug=noaug', '--target=0.5'], '--target.*only be specified with --aug=ada'),
     (['--aug=noaug', '--augpipe=bgc'], '--augpipe.*cannot be specified with --aug=noaug'),
+    (['--augpipe=xflip'], '--augpipe.*unknown preset "xflip"; choose one of blit'),
     (['--aug=nosuchmethod'], '--aug.*nosuchmethod'),
     (['--aug=ada:bgc+asa', '--p=0.1'], '--p.*method option'),
     (['--metrics=fid50k_full,nosuch'], '--metrics.*nosuch'),

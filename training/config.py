@@ -15,8 +15,6 @@ import re
 
 import click
 
-import asa_plugin
-from asa_plugin import ada
 
 #----------------------------------------------------------------------------
 # --cfg presets, one row each (docs/compatibility.md §1.1); -1 = derived from the resolution ('auto').
@@ -199,6 +197,7 @@ UPSTREAM_AUGS = ('noaug', 'ada', 'fixed')
 
 # Parsed and checked by asa_plugin without building anything; returns the canonical text.
 def _check_spec(spec: str) -> str:
+    import asa_plugin  # here, not at the top: importing it loads torch, and train.py --help must not wait
     try:
         return asa_plugin.validate_spec(spec)
     except asa_plugin.SpecError as e:
@@ -206,6 +205,7 @@ def _check_spec(spec: str) -> str:
 
 
 def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
+    from asa_plugin import ada
     desc = ''
     if aug is not None and aug not in UPSTREAM_AUGS:
         for flag, value in (('--p', p), ('--target', target), ('--augpipe', augpipe)):
@@ -234,6 +234,8 @@ def aug_options(args: dict, aug, p, target, augpipe) -> tuple:
     if augpipe is not None:
         if aug == 'noaug':
             raise _bad('--augpipe', 'cannot be specified with --aug=noaug')
+        if augpipe not in ada.PRESETS:
+            raise _bad('--augpipe', f'unknown preset "{augpipe}"; choose one of {", ".join(ada.PRESETS)} (docs/ada.md)')
         desc += f'-{augpipe}' # only an explicit choice shows in the run name
     if aug != 'noaug': # For readers of upstream's training_options.json; the loop reads aug_spec only.
         args['augment_kwargs'] = dict(class_name='training.augment.AugmentPipe', **ada.pipe_kwargs(augpipe or 'bgc'))
