@@ -11,6 +11,8 @@ from training.tick_report import TickReporter
 
 def test_status_line_is_short_with_progress_and_eta(tmp_path, monkeypatch):
     monkeypatch.setattr(tick_report, 'impl_summary', lambda: 'ref: device=cpu')
+    # training_stats keeps one global registry, whose order stats.jsonl follows: leave it untouched.
+    monkeypatch.setattr(tick_report.training_stats, 'report0', lambda name, value: value)
     reporter = TickReporter(str(tmp_path), rank=1, device=torch.device('cpu'), start_time=0.0, total_kimg=20)
     first = reporter.status(0, 16, 0, 0.0, 10.0, 5.0, {'Progress/augment': 0.0})
     second = reporter.status(1, 4016, 16, 10.0, 60.0, 1.0, {'Progress/augment': 0.25, 'Progress/apa_p': 0.5})
