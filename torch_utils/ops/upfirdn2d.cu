@@ -101,8 +101,8 @@ template <class T> cudaError_t upfirdn2d_launch(const Upfirdn2dParams& p, cudaSt
         return cudaSuccess;
     const bool cl = upfirdn2d_channel_inner(p);
     const int inner_n = cl ? p.channels : p.out_w, outer_n = cl ? p.out_w : p.channels;
-    int bx = 32;                                   // threads along the inner index: up to 256, no idle lanes
-    while (bx < inner_n && bx < 256) bx *= 2;
+    int bx = 1;                                    // threads along the inner index (up to 256), the rest
+    while (bx < inner_n && bx < 256) bx *= 2;      // along rows: no idle lanes for narrow outputs
     const int by = 256 / bx;
     dim3 block(bx, by, 1);
     long long gx = (inner_n + bx - 1) / bx, gy = (p.out_h + by - 1) / by, gz = (long long)p.batch * outer_n;
