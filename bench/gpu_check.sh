@@ -14,8 +14,9 @@
 # UPSTREAM_DIR is a pristine checkout and is only read: bench/upstream_copy.py makes a throw-away
 # copy in a temp folder with exactly the two harness fixes of patches/compat.py (InfiniteSampler's
 # super().__init__(dataset) and the plugin loader keeping the module cpp_extension.load returns).
-# Env: OUT (default ./gpu_check_out), GPU_CHECK_ITERS (measured training iterations, default 10),
-#      GPU_CHECK_BUDGET (default 330; 1500 in the dry run, whose step timeouts are 6x longer),
+# Env: OUT (default ./gpu_check_out), GPU_CHECK_ITERS (measured training iterations, default 8),
+#      GPU_CHECK_BUDGET (default 330; 540 gives a 9-minute run that leaves fewer steps out; 1500 in
+#      the dry run, whose step timeouts are 6x longer),
 #      GPU_CHECK_SKIP (comma-separated step names to leave out, e.g. to finish a run whose budget
 #      ran out: GPU_CHECK_SKIP=cuda-tests,ops-bench,train-ours-256,train-upstream-256),
 #      PYTHON (default python), GPU_CHECK_COMMIT (logged without .git).
@@ -24,7 +25,7 @@ cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python}"
 OUT="${OUT:-gpu_check_out}"
 DRY="${GPU_CHECK_DRY:-0}"
-ITERS="${GPU_CHECK_ITERS:-10}"
+ITERS="${GPU_CHECK_ITERS:-8}"
 if [ "$DRY" = 1 ]; then BUDGET="${GPU_CHECK_BUDGET:-1500}"; SCALE=6; else BUDGET="${GPU_CHECK_BUDGET:-330}"; SCALE=1; fi
 UPSTREAM_DIR="${UPSTREAM_DIR:-}"
 mkdir -p "$OUT/steps"
@@ -113,7 +114,7 @@ if [ "$DRY" = 1 ]; then
     UP_FLAGS=(--dry-run)
 else
     step cuda-tests 150 env STYLEGAN_ASA_STRICT_OPS=1 "$PYTHON" -m pytest -q -p no:cacheprovider -m cuda tests
-    step ops-bench 150 env STYLEGAN_ASA_STRICT_OPS=1 "$PYTHON" bench/ops.py --device=cuda --iters=5
+    step ops-bench 150 env STYLEGAN_ASA_STRICT_OPS=1 "$PYTHON" bench/ops.py --device=cuda --iters=3
     TRAIN_256=(--cfg=paper256 --data="$D256" --iters="$ITERS" --device=cuda)
     TRAIN_64=(--cfg=auto --data="$D64" --iters="$ITERS" --device=cuda)
     UP_FLAGS=()
