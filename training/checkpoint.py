@@ -270,13 +270,15 @@ def find_latest(outdir: str, options: dict | None = None, note=None) -> tuple:
     if not os.path.isdir(outdir):
         raise CheckpointNotFoundError(f'--resume=latest: {outdir} is not a folder; pass --outdir of an earlier run.')
     runs = _runs_with_snapshots(outdir)
-    count = sum(len(pkls) for _, pkls in runs)
+    total = len(runs)
     if options is not None and runs:
         runs = run_match.select_runs(runs, options, note)
     pkl, state, status = _best_snapshot(runs)
     if pkl is None:
+        count = sum(len(pkls) for _, pkls in runs)
+        where = f' of the {len(runs)} matching runs' if len(runs) < total else ''
         raise CheckpointNotFoundError(f'--resume=latest: no usable network-snapshot-*.pkl under {outdir} '
-                                      f'({count} found{", all corrupt" if count else ""}); pass --resume=<path of a .pkl>.')
+                                      f'({count} found{where}{", all corrupt" if count else ""}); pass --resume=<path of a .pkl>.')
     if status != 'exact':
         why = 'has no complete training state' if status == 'weights' else 'has no .sha256 to verify it (not written by this code?)'
         warnings.warn(f'--resume=latest: {pkl} {why}; resuming weights only (not exact)')
