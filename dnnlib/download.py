@@ -30,7 +30,7 @@ CONNECT_S = 10.0
 STALL_S = 30.0                  # No byte for this long: the attempt fails.
 SLOW_WINDOW_S = 60.0            # Fewer than SLOW_MIN_BYTES within this long: the download fails.
 SLOW_MIN_BYTES = 1024
-MAX_TIMEOUT_ATTEMPTS = 3        # A server that never answers costs at most 3 x STALL_S.
+MAX_SLOW_ATTEMPTS = 3           # Attempts that time out or fail after a wait: a server that never answers costs at most 3 x STALL_S.
 
 
 def _error(message: str) -> OSError:
@@ -140,7 +140,8 @@ def download(url: str, dst_path: str, num_attempts: int, verbose: bool, sha256: 
     last_err, timeouts = None, 0
     with sigterm_unwinds():
         for attempt in range(max(int(num_attempts), 1)):
-            remaining = deadline - time.monotonic()
+            attempt_start = time.monotonic()
+            remaining = deadline - attempt_start
             if remaining <= 0:
                 break
             try:
@@ -158,11 +159,11 @@ def download(url: str, dst_path: str, num_attempts: int, verbose: bool, sha256: 
                     requests.exceptions.ChunkedEncodingError, urllib3.exceptions.HTTPError) as err:
                 last_err = err
                 timed_out = isinstance(err, (requests.exceptions.Timeout, urllib3.exceptions.TimeoutError))
-                timeouts += timed_out
+                timeouts += timed_out or time.monotonic() - attempt_start > CONNECT_S
                 # Unreachable hosts (offline, DNS failure, refused) fail fast; timeouts and 5xx are retried a little.
                 refused = isinstance(err, requests.exceptions.ConnectionError) and not timed_out and \
                     any(s in str(err) for s in ('NameResolution', 'Name or service', 'refused', 'No route', 'unreachable', 'getaddrinfo'))
-                if refused or timeouts >= MAX_TIMEOUT_ATTEMPTS or attempt + 1 >= num_attempts:
+                if refused or timeouts >= MAX_SLOW_ATTEMPTS or attempt + 1 >= num_attempts:
                     break
                 time.sleep(min(0.5 * (attempt + 1), 5.0, max(deadline - time.monotonic(), 0)))
     if last_err is None:
