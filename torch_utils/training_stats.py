@@ -49,7 +49,11 @@ def report(name: str, value):
     if elems.numel() == 0:
         return value
     # Accumulated on the value's device: no host sync per report (it would stall a GPU every call).
-    moments = torch.stack([torch.ones_like(elems).sum(), elems.sum(), elems.square().sum()])
+    # NaN/Inf elements (a skipped step's loss) are left out: in the running totals they would turn
+    # this statistic into NaN for every later tick. Skipped steps are counted on their own.
+    finite = torch.isfinite(elems)
+    elems = torch.where(finite, elems, torch.zeros_like(elems))
+    moments = torch.stack([finite.sum().to(torch.float64), elems.sum(), elems.square().sum()])
     with _lock:
         per_device = _moments.setdefault(name, {})
         if moments.device in per_device:
