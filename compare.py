@@ -190,16 +190,21 @@ def write_outputs(outdir: str, files: dict) -> None:
 #----------------------------------------------------------------------------
 # --specs: train every spec with the same seed, data and budget, one subprocess each.
 
-def train_specs(specs: list, data, kimg: float, seed: int, cfg: str, train_outdir: str, train_args: str, train_py=None) -> list:
-    os.makedirs(train_outdir, exist_ok=True)
+def train_command(spec: str, data, kimg: float, seed: int, cfg: str, train_outdir: str, train_args: str, train_py=None) -> list:
+    """The train.py command line of one spec (also used by demo.py)."""
     train_py = train_py or os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
     if not os.path.isfile(train_py):
         raise CompareError('--specs: train.py is missing next to compare.py')
+    return [sys.executable, train_py, f'--outdir={train_outdir}', f'--aug={spec}', f'--seed={seed}',
+            f'--kimg={kimg:g}', f'--cfg={cfg}', '--metrics=none'] + ([f'--data={data}'] if data else []) + shlex.split(train_args or '')
+
+
+def train_specs(specs: list, data, kimg: float, seed: int, cfg: str, train_outdir: str, train_args: str, train_py=None) -> list:
+    os.makedirs(train_outdir, exist_ok=True)
     run_dirs = []
     for spec in specs:
         before = set(os.listdir(train_outdir))
-        cmd = [sys.executable, train_py, f'--outdir={train_outdir}', f'--aug={spec}', f'--seed={seed}',
-               f'--kimg={kimg:g}', f'--cfg={cfg}', '--metrics=none'] + ([f'--data={data}'] if data else []) + shlex.split(train_args or '')
+        cmd = train_command(spec, data, kimg, seed, cfg, train_outdir, train_args, train_py)
         print('Training: ' + ' '.join(shlex.quote(c) for c in cmd), flush=True)
         proc = subprocess.run(cmd)
         if proc.returncode != 0:

@@ -198,8 +198,9 @@ def main(ctx, outdir, dry_run, data, gpus, **config_kwargs):
     if rank is not None and not dry_run:
         options['run_dir'] = torchrun_share(options['run_dir'])
 
-    say('\nTraining options:')
-    say(json.dumps(options, indent=2))
+    if dry_run:  # a real run keeps the full options in its training_options.json, not on the screen
+        say('\nTraining options:')
+        say(json.dumps(options, indent=2))
     say(f'\nOutput directory:   {options["run_dir"]}')
     say(f'Training data:      {options["training_set_kwargs"]["path"]}')
     say(f'Training duration:  {options["total_kimg"]:g} kimg')
