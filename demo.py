@@ -122,8 +122,8 @@ def train_in_parallel(commands: dict, consoles: dict, threads: int, poll: float 
 @click.option('--outdir', help='Folder for the runs and before-after.png', default='demo', show_default=True, metavar='DIR')
 @click.option('--specs', help='--aug specs to fine-tune with, separated by ";"', default='noaug;ada+asa', show_default=True)
 @click.option('--kimg', help='Fine-tuning length per spec', type=click.FloatRange(min=0, min_open=True), default=10, show_default=True)
-@click.option('--network', help='Pretrained pickle to start from', default=PRETRAINED, show_default=True, metavar='PKL')
-@click.option('--data', help='The small dataset to fine-tune on', default=FACES, show_default=True, metavar='PATH')
+@click.option('--network', help='Pretrained pickle to start from', default=PRETRAINED, show_default='pretrained/emoji32-noface-tiny.pkl', metavar='PKL')
+@click.option('--data', help='The small dataset to fine-tune on', default=FACES, show_default='datasets/emoji32-faces100.zip', metavar='PATH')
 @click.option('--seed', help='Training seed of every run', type=int, default=0, show_default=True)
 @click.option('--train-args', help='Extra train.py options, e.g. "--mirror=1"', default='', metavar='STR')
 def main(outdir, specs, kimg, network, data, seed, train_args):

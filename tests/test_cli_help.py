@@ -20,7 +20,7 @@ print("TORCH", "torch" in sys.modules)
 '''
 
 
-@pytest.mark.parametrize('script', ['train.py', 'generate.py', 'calc_metrics.py', 'compare.py', 'dataset_tool.py'])
+@pytest.mark.parametrize('script', ['train.py', 'generate.py', 'calc_metrics.py', 'compare.py', 'dataset_tool.py', 'demo.py'])
 def test_help_does_not_import_torch(script):
     res = subprocess.run([sys.executable, '-c', PROBE, os.path.join(ROOT, script)], capture_output=True, text=True,
                          timeout=120, cwd=ROOT)
