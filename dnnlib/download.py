@@ -22,6 +22,9 @@ import threading
 import time
 from typing import Optional
 
+from dnnlib.progress import eta_seconds
+from dnnlib.util import format_time
+
 DEADLINE_ENV = 'DNNLIB_DOWNLOAD_DEADLINE'
 MAX_MB_ENV = 'DNNLIB_DOWNLOAD_MAX_MB'
 DEFAULT_DEADLINE_S = 1800.0
@@ -88,10 +91,13 @@ def sweep_stale_temps(dst_path: str, older_than_s: float) -> None:
 
 #----------------------------------------------------------------------------
 
-def _progress(verbose: bool, url: str, nbytes: int, total: Optional[int], done: bool = False) -> None:
+def _progress(verbose: bool, url: str, nbytes: int, total: Optional[int], done: bool = False, elapsed: float = 0.0) -> None:
     if not verbose:
         return
     line = f'Downloading {url} ... {nbytes / (1 << 20):.1f} MB' + (f' / {total / (1 << 20):.1f} MB' if total else '')
+    eta = eta_seconds(nbytes, total, elapsed) if not done and elapsed > 0 else None
+    if eta is not None:
+        line += f', {nbytes / elapsed / (1 << 20):.1f} MB/s, eta {format_time(eta)}'
     print('\r' + line + (' done\n' if done else ''), end='', file=sys.stderr, flush=True)
 
 
@@ -103,6 +109,7 @@ def _stream(res, url: str, f, cap: int, deadline: float, deadline_s: float, verb
     read = getattr(res.raw, 'read1', None) or res.raw.read # read1 returns what has arrived, so the clock is checked often.
     h = hashlib.sha256()
     nbytes, window_start, window_bytes = 0, time.monotonic(), 0
+    started = window_start
     while True:
         chunk = read(1 << 20, decode_content=True)
         now = time.monotonic()
@@ -120,7 +127,7 @@ def _stream(res, url: str, f, cap: int, deadline: float, deadline_s: float, verb
             window_start, window_bytes = now, 0
         h.update(chunk)
         f.write(chunk)
-        _progress(verbose, url, nbytes, total)
+        _progress(verbose, url, nbytes, total, elapsed=now - started)
     if total is not None and nbytes != total:
         raise _error(f'Cannot download "{url}": the connection closed after {nbytes} of {total} bytes')
     _progress(verbose, url, nbytes, total, done=True)

@@ -1,4 +1,4 @@
-"""training/tick_report.py: the compact tick line and its ETA; dnnlib/progress.py: progress lines."""
+"""Progress reports: the compact tick line (training/tick_report.py), progress lines (dnnlib/progress.py), downloads."""
 
 import io
 
@@ -41,3 +41,11 @@ def test_progress_lines_throttled_with_eta():
         'generator features: 10/100 (10%), 1s elapsed, eta 9s',
         'generator features: 50/100 (50%), 15s elapsed, eta 15s',
         'generator features: 100/100 (100%), 30s elapsed, done']
+
+
+def test_download_progress_shows_rate_and_eta(capsys):
+    from dnnlib import download
+    download._progress(True, 'http://h/f.pkl', 50 << 20, 200 << 20, elapsed=10.0)
+    download._progress(True, 'http://h/f.pkl', 200 << 20, 200 << 20, done=True, elapsed=40.0)
+    assert capsys.readouterr().err == ('\rDownloading http://h/f.pkl ... 50.0 MB / 200.0 MB, 5.0 MB/s, eta 30s'
+                                       '\rDownloading http://h/f.pkl ... 200.0 MB / 200.0 MB done\n')
