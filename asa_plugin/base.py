@@ -25,6 +25,8 @@ from typing import Callable, Optional
 
 import torch
 
+from .dview import DiscriminatorView
+
 #----------------------------------------------------------------------------
 # What a method may know about the run; filled in once by the training loop.
 
@@ -40,7 +42,12 @@ class PluginContext:
     rank:           int = 0                             # This process's rank.
     total_kimg:     float = 25000                       # Length of the run, for schedules.
     resumed:        bool = False                        # True when training continues from a pickle.
-    D:              Optional[torch.nn.Module] = None    # The discriminator (unwrapped).
+    D:              Optional[DiscriminatorView] = None  # What plugins may know of D (a D given here is wrapped).
+
+    def __post_init__(self):
+        # The one place a discriminator becomes the narrow view plugins see (asa_plugin/dview.py).
+        if self.D is not None and not isinstance(self.D, DiscriminatorView):
+            self.D = DiscriminatorView(self.D)
 
 # Runs D on images: run_D(img, c, augment=True) -> (logits [N,1], features [N,C] or None).
 RunD = Callable[..., tuple]

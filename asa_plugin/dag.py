@@ -125,7 +125,6 @@ class DAG(AugmentMethod):
         self.rng = MethodRandom(seed)
         self.register_parameter('head_weight', None)    # [K, O, C] after setup
         self.register_parameter('head_bias', None)      # [K, O]
-        self._pending_state = None
 
     @classmethod
     def check_options(cls, options: dict) -> None:
@@ -141,24 +140,18 @@ class DAG(AugmentMethod):
 
     def setup(self, ctx: PluginContext) -> None:
         super().setup(ctx)
-        out = getattr(getattr(ctx.D, 'b4', None), 'out', None)
-        if out is None:
-            raise ValueError('dag: ctx.D must be a StyleGAN2 Discriminator (with b4.out); got '
-                             f'{type(ctx.D).__name__}; call setup() after D is built')
-        O, C = out.weight.shape
+        if ctx.D is None:
+            raise ValueError('dag: the context has no discriminator; build the stack after D, with its context')
+        O, C = ctx.D.out_shape
         gen = torch.Generator().manual_seed(self.rng.seed)
         weight = torch.randn([self.num_heads, O, C], generator=gen)
-        device = out.weight.device
-        self.head_weight = torch.nn.Parameter(weight.to(device))
-        self.head_bias = torch.nn.Parameter(torch.zeros([self.num_heads, O], device=device))
+        self.head_weight = torch.nn.Parameter(weight.to(ctx.D.device))
+        self.head_bias = torch.nn.Parameter(torch.zeros([self.num_heads, O], device=ctx.D.device))
         self.rng.fold_in_rank(ctx.rank)
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.load_plugin_state(state)
 
     def _cmap(self, c: torch.Tensor) -> Optional[torch.Tensor]:
         # The label projection is D's own and shared by all heads (official BigGAN-DAG).
-        return self.ctx.D.mapping(None, c) if getattr(self.ctx.D, 'c_dim', self.ctx.c_dim) > 0 else None
+        return self.ctx.D.label_map(c)
 
     def _head_pass(self, run_D, img, c, cmap, k, weight, bias, gen):
         _, features = run_D(dag_view(img, self.plan[k][1], gen), c, augment=self.augment_views)
@@ -221,8 +214,7 @@ class DAG(AugmentMethod):
             raise ValueError(f'dag: saved heads are for views {list(state["views"])}, this run has {views}; '
                              f'resume with the same dag policy')
         if 'head_weight' in state and self.head_weight is None:
-            self._pending_state = state     # heads are created in setup(); restore them there
-            return
+            raise RuntimeError('dag: state arrived before setup(ctx); build the stack with its context, then load')
         self.rng.load_state_dict(state['rng'])
         if 'head_weight' in state:
             for param, key in [(self.head_weight, 'head_weight'), (self.head_bias, 'head_bias')]:

@@ -197,12 +197,11 @@ class ASALoss(StyleGAN2Loss):
         self.flavour = 'sg2' if 'G_mapping' in inspect.signature(StyleGAN2Loss.__init__).parameters else 'sg3'
         D = _unwrap(self.D)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-        self.stack = asa_plugin.create_augment_stack(aug_spec, exclude=PIPE_METHODS)
-        self.stack.setup(asa_plugin.PluginContext(
+        ctx = asa_plugin.PluginContext(
             device=torch.device(self.device), c_dim=D.c_dim, img_resolution=D.img_resolution,
             img_channels=D.img_channels, num_gpus=torch.distributed.get_world_size() if dist else 1,
-            rank=torch.distributed.get_rank() if dist else 0, D=DFeatureAPI(D)))
-        self.stack.to(self.device)
+            rank=torch.distributed.get_rank() if dist else 0, D=DFeatureAPI(D))
+        self.stack = asa_plugin.create_augment_stack(aug_spec, ctx, exclude=PIPE_METHODS).to(self.device)
         if self.augment_pipe is not None:  # ada/fixed of the spec run as upstream's own pipe
             for method in self.stack.methods:
                 method.link(list(self.stack.methods) + [_PipeP(self.augment_pipe)])

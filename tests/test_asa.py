@@ -412,8 +412,10 @@ def test_method_state_round_trip_and_pickle():
     buf.seek(0)
     state = torch.load(buf, weights_only=True)
     fresh = ASA(lambda0=0.4, ramp='none', per_class=True, cov_mode='ema')
-    fresh.load_plugin_state(state)                                      # Before setup: applied in setup.
+    with pytest.raises(RuntimeError, match='before setup'):
+        fresh.load_plugin_state(state)                                  # Built with its context first.
     fresh.setup(_ctx(D, 3))
+    fresh.load_plugin_state(state)
     assert fresh.cur_nimg == 1234 and fresh.lam == asa.lam
     for kind in ('real', 'fake'):
         assert torch.equal(fresh.trackers[kind].cov, asa.trackers[kind].cov)
@@ -509,7 +511,7 @@ def test_attention_hook_keeps_D_upstream_compatible():
     assert set(state['cbam']) == {n for n, _ in asa.cbam.named_parameters()}
     asa.close()
     assert torch.allclose(D(img, c), before, atol=1e-6)
-    with pytest.raises(ValueError, match='attention_res=64 has no discriminator block'):
+    with pytest.raises(ValueError, match='attention_res=64: resolution 64 has no discriminator block'):
         ASA(attention=True, attention_res=64).setup(_ctx(D))
 
 

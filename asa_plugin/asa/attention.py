@@ -46,19 +46,6 @@ class CBAM(torch.nn.Module):
         return x.to(dtype)
 
 #----------------------------------------------------------------------------
-# The discriminator block whose output map has resolution `res` (upstream D: block b{2 res} maps
-# 2 res -> res) and its output channels; valid resolutions are listed on a miss.
-
-def find_block(D: torch.nn.Module, res: int) -> tuple:
-    name = f'b{2 * int(res)}'
-    block = getattr(D, name, None)
-    if block is None or not hasattr(block, 'conv1'):
-        valid = sorted(int(n[1:]) // 2 for n, m in D.named_children()
-                       if n.startswith('b') and n[1:].isdigit() and hasattr(m, 'conv1'))
-        raise ValueError(f'asa: attention_res={res} has no discriminator block; use one of {valid}')
-    return name, block, int(block.conv1.weight.shape[0])
-
-#----------------------------------------------------------------------------
 # Install `cbam` on the first output of `block` (DiscriminatorBlock returns (x, img)). Returns a
 # handle with remove(). Weak references keep the hook from holding D or CBAM alive.
 

@@ -16,7 +16,7 @@ import torch
 from ..base import AugmentMethod, PluginContext
 from ..registry import register_augment
 from . import bound as B
-from .attention import CBAM, attach_cbam, find_block
+from .attention import CBAM, attach_cbam
 from .reconstruction import RECON_LOSSES, FeatureDecoder, recon_loss
 from .tracker import COV_MODES, CovarianceTracker
 
@@ -83,7 +83,6 @@ class ASA(AugmentMethod):
         self.cbam = None
         self.decoder = None
         self._hook = None
-        self._pending_state = None
         self._acc = {}      # Device-side sums for the tick stats; read only in stats().
         self.ctx = None
 
@@ -121,11 +120,8 @@ class ASA(AugmentMethod):
             self._setup_attention(ctx)
         if self.recon > 0:
             self._setup_recon(ctx)
-        if self._pending_state is not None:
-            state, self._pending_state = self._pending_state, None
-            self.load_plugin_state(state)
 
-    def _require_D(self, what: str) -> torch.nn.Module:
+    def _require_D(self, what: str):
         if getattr(self, 'ctx', None) is None or self.ctx.D is None:
             raise RuntimeError(f'asa: {what} needs the discriminator; the training loop must pass ctx.D to setup()')
         return self.ctx.D
@@ -134,7 +130,10 @@ class ASA(AugmentMethod):
         D = self._require_D('attention')
         self.close()                                                    # setup() twice: one hook only.
         res = self.attention_res if self.attention_res is not None else min(32, int(ctx.img_resolution) // 2)
-        _name, block, channels = find_block(D, res)
+        try:
+            block, channels = D.block_at(res)
+        except ValueError as e:
+            raise ValueError(f'asa: attention_res={res}: {e}') from None
         self.attention_res = res
         self.cbam = CBAM(channels).to(ctx.device)
         self._hook = attach_cbam(block, self.cbam)
@@ -274,9 +273,8 @@ class ASA(AugmentMethod):
             cbam=_module_state(self.cbam), decoder=_module_state(self.decoder))
 
     def load_plugin_state(self, state: dict) -> None:
-        if getattr(self, 'ctx', None) is None:
-            self._pending_state = state                                 # Applied at the end of setup().
-            return
+        if self.ctx is None:
+            raise RuntimeError('asa: state arrived before setup(ctx); build the stack with its context, then load')
         self.cur_nimg = int(state['cur_nimg'])
         self.lam = float(state['lam'])
         for kind, sd in state['trackers'].items():
