@@ -22,6 +22,20 @@ def kimg_progress(cur_kimg: float, total_kimg: float) -> str:
     return f'{cur_kimg:.1f}/{total_kimg:g}'
 
 #----------------------------------------------------------------------------
+# Method stats on the tick line: every 'Progress/*' value (augmentation probabilities) and the first
+# value of each other group (e.g. ASA/lambda); diagnostics after it go to stats.jsonl only.
+
+def headline_stats(aug_stats: dict) -> dict:
+    shown, groups = {}, set()
+    for key, value in aug_stats.items():
+        group = key.split('/')[0]
+        if key == 'Progress/augment' or (group != 'Progress' and group in groups):
+            continue
+        groups.add(group)
+        shown[key] = value
+    return shown
+
+#----------------------------------------------------------------------------
 # Which op implementation runs (custom CUDA or reference), if the ops package can tell us.
 
 def impl_summary() -> str:
@@ -88,7 +102,7 @@ class TickReporter:
         training_stats.report0('Timing/total_days', total_sec / (24 * 60 * 60))
         if self.device.type == 'cuda':
             torch.cuda.reset_peak_memory_stats(self.device)
-        extras = [f'{key.split("/")[-1]} {float(value):.3f}' for key, value in aug_stats.items() if key != 'Progress/augment']
+        extras = [f'{key.split("/")[-1]} {float(value):.3f}' for key, value in headline_stats(aug_stats).items()]
         for key, value in aug_stats.items():
             if key != 'Progress/augment':
                 training_stats.report0(key, float(value))
