@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -49,7 +50,6 @@ _gh_cache = {}
 def _gauss_hermite(device) -> tuple:
     """Nodes t_i and weights w_i/sqrt(pi) (float64) with E[g(eps)] ~= sum_i w_i g(sqrt(2) t_i)."""
     if device not in _gh_cache:
-        import numpy as np
         t, w = np.polynomial.hermite.hermgauss(_GH_NODES)
         _gh_cache[device] = (torch.as_tensor(t * np.sqrt(2.0), dtype=torch.float64, device=device),
                              torch.as_tensor(w / np.sqrt(np.pi), dtype=torch.float64, device=device))
@@ -65,13 +65,6 @@ def expected_softplus(mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     t, w = _gauss_hermite(mu.device)
     u = mu.to(torch.float64)[..., None] + s.to(torch.float64)[..., None] * t
     return (F.softplus(u) * w).sum(-1)
-
-
-def expected_sigmoid(mu: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
-    """E[sigmoid(mu + s eps)], eps ~ N(0, 1), elementwise, float64."""
-    t, w = _gauss_hermite(mu.device)
-    u = mu.to(torch.float64)[..., None] + s.to(torch.float64)[..., None] * t
-    return (torch.sigmoid(u) * w).sum(-1)
 
 
 def softplus_inverse(y: torch.Tensor) -> torch.Tensor:
