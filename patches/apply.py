@@ -6,7 +6,9 @@
 
 What it does (see patches/README.md): installs training/asa_loss.py (a StyleGAN2Loss subclass that
 routes D's inputs through asa_plugin), inserts two marked blocks into train.py (one routes the spec
-to upstream's own options and the new loss, one widens the --aug option), and makes the smallest
+to upstream's own options and the new loss, one widens the --aug option) and two into
+training/training_loop.py (the plugin state saved beside each snapshot and restored by --resume),
+and makes the smallest
 edits that let the checkout run on today's PyTorch/Python/SciPy (patches/compat.py; skip them with
 --no-compat). Every edit sits between marker lines, a replaced line kept behind `#|`, so --revert
 gives back the files byte for byte.
@@ -43,18 +45,29 @@ KEPT = '#|'     # prefix of an original line kept inside a block, restored by --
 _MAIN_HOOK = ('train.py', 'if __name__ == "__main__":',
               ['from training.asa_loss import widen_aug_option', 'widen_aug_option(main)'])
 
+# The plugin state beside each snapshot, and restored on --resume (ASALoss.*_plugin_state).
+_STATE_HOOKS = [
+    ('training/training_loop.py', '    phases = []',
+     ["if hasattr(loss, 'load_plugin_state'):", '    loss.load_plugin_state(resume_pkl)']),
+    ('training/training_loop.py', '        # Evaluate metrics.',
+     ["if snapshot_pkl is not None and rank == 0 and hasattr(loss, 'save_plugin_state'):",
+      '    loss.save_plugin_state(snapshot_pkl)']),
+]
+
 FLAVOURS = {
     'stylegan2-ada': [
         ('train.py', "    if aug == 'ada':",
          ['from training.asa_loss import route_aug_spec',
           'aug, p, target, augpipe = route_aug_spec(args, aug, p, target, augpipe, UserError)']),
         _MAIN_HOOK,
+        *_STATE_HOOKS,
     ],
     'stylegan3': [
         ('train.py', "    if opts.aug != 'noaug':",
          ['from training.asa_loss import route_aug_spec_sg3',
           'route_aug_spec_sg3(c, opts)']),
         _MAIN_HOOK,
+        *_STATE_HOOKS,
     ],
 }
 
@@ -170,7 +183,7 @@ def _write_atomic(path: str, text: str) -> None:
 # The checkout must have the two files the patch relies on.
 
 def _check_upstream(upstream: str) -> None:
-    for rel in ['train.py', os.path.join('training', 'loss.py')]:
+    for rel in ['train.py', os.path.join('training', 'loss.py'), os.path.join('training', 'training_loop.py')]:
         if not os.path.isfile(os.path.join(upstream, rel)):
             raise PatchError(f'--upstream {upstream}: {rel} not found; point it at the root of an NVlabs checkout')
 

@@ -12,6 +12,7 @@ patches/README.md in the StyleGAN2-ASA repository.
 
 import importlib
 import inspect
+import os
 import sys
 
 import click
@@ -201,6 +202,7 @@ class ASALoss(StyleGAN2Loss):
             device=torch.device(self.device), c_dim=D.c_dim, img_resolution=D.img_resolution,
             img_channels=D.img_channels, num_gpus=torch.distributed.get_world_size() if dist else 1,
             rank=torch.distributed.get_rank() if dist else 0, D=DFeatureAPI(D))
+        self.aug_spec = aug_spec
         self.stack = asa_plugin.create_augment_stack(aug_spec, ctx, exclude=PIPE_METHODS).to(self.device)
         if self.augment_pipe is not None:  # ada/fixed of the spec run as upstream's own pipe
             for method in self.stack.methods:
@@ -348,5 +350,43 @@ class ASALoss(StyleGAN2Loss):
         self.stack.update(self.cur_nimg, batch)
         for key, value in self.stack.stats().items():
             training_stats.report(key, value)
+
+    # Plugin state beside each snapshot (upstream's loop knows nothing of it): APA's p, DAG's heads
+    # and their Adam, ASA's covariances, each method's random stream, and the loss's image count.
+    # apply.py inserts the two calls into upstream's training_loop.py. Plain tensors and numbers,
+    # read back with weights_only=True: loading it runs no code.
+
+    def save_plugin_state(self, snapshot_pkl):
+        state = dict(aug_spec=self.aug_spec, cur_nimg=self.cur_nimg, stack=self.stack.plugin_state(),
+                     extra_opt=self.extra_opt.state_dict() if self.extra_opt is not None else None)
+        path = plugin_state_path(snapshot_pkl)
+        tmp = path + '.tmp'
+        torch.save(state, tmp)
+        os.replace(tmp, path)   # a kill leaves the previous file or none, never half of one
+
+    def load_plugin_state(self, resume_pkl):
+        if resume_pkl is None:
+            return
+        path = plugin_state_path(str(resume_pkl))
+        if not os.path.isfile(path):
+            print(f'asa_plugin: no {os.path.basename(path)} beside --resume; the methods start fresh')
+            return
+        state = torch.load(path, map_location='cpu', weights_only=True)
+        if state.get('aug_spec') != self.aug_spec:
+            print(f'asa_plugin: {os.path.basename(path)} was saved with --aug={state.get("aug_spec")}, '
+                  f'not this run\'s; the methods start fresh')
+            return
+        self.stack.load_plugin_state(state['stack'])
+        self.stack.to(self.device)
+        if self.extra_opt is not None and state['extra_opt'] is not None:
+            self.extra_opt.load_state_dict(state['extra_opt'])
+        self.cur_nimg = int(state['cur_nimg'])
+        print(f'asa_plugin: restored the plugin state from {os.path.basename(path)}')
+
+#----------------------------------------------------------------------------
+# network-snapshot-000040.pkl -> network-snapshot-000040.asa_plugin.pt
+
+def plugin_state_path(snapshot_pkl):
+    return os.path.splitext(snapshot_pkl)[0] + '.asa_plugin.pt'
 
 #----------------------------------------------------------------------------

@@ -154,6 +154,12 @@ SUPPORT = {
     'training/augment.py': ('import torch\nclass AugmentPipe(torch.nn.Module):\n    def __init__(self, **kwargs):\n'
                             '        super().__init__()\n        self.register_buffer("p", torch.ones([]))\n'),
     'torch_utils/ops/conv2d_gradfix.py': 'import contextlib\n@contextlib.contextmanager\ndef no_weight_gradients(disable=False):\n    yield\n',
+    # The two lines of upstream's training loop the plugin-state hooks go before.
+    'training/training_loop.py': ('import os\ndef training_loop(loss=None, resume_pkl=None, rank=0, run_dir=".", ticks=1):\n'
+                                  '    phases = []\n    for tick in range(ticks):\n'
+                                  '        snapshot_pkl = os.path.join(run_dir, f"network-snapshot-{tick:06d}.pkl")\n'
+                                  '        open(snapshot_pkl, "wb").close()\n\n        # Evaluate metrics.\n'
+                                  '        phases.append(snapshot_pkl)\n    return phases\n'),
     # Upstream modules that asa_plugin/augment_pipe.py imports (enough to import and build it).
     'torch_utils/persistence.py': 'def persistent_class(cls):\n    return cls\n',
     'torch_utils/ops/upfirdn2d.py': 'import torch\ndef setup_filter(f, **kwargs):\n    return torch.as_tensor(f, dtype=torch.float32)\n',
@@ -267,7 +273,7 @@ class Pipe(torch.nn.Module):
 ''')
 
 DRIVER = textwrap.dedent('''
-    import json, math, sys
+    import json, math, os, sys
     import torch
     sys.path.insert(0, '.')
     import train
@@ -282,6 +288,7 @@ DRIVER = textwrap.dedent('''
     result['widened'] = [p.type.name for p in train.main.params if p.name == 'aug'][0]
 
     exec(sys.argv[1])
+    losses = {}
     for spec in ['apa:p=0.5,adaptive=false+diffaug+dag+asa', 'apa:shared_p+ada+dag']:
         Gm, Gs, d, pipe = Mapping(), Synthesis(), D(), Pipe()
         loss = ASALoss(device=torch.device('cpu'), G_mapping=Gm, G_synthesis=Gs, D=d, augment_pipe=pipe,
@@ -303,7 +310,31 @@ DRIVER = textwrap.dedent('''
         out['pipe_calls'] = pipe.calls
         out['nimg'] = loss.cur_nimg
         result[spec] = out
+        losses[spec] = loss
     result['reported'] = sorted(training_stats.reported)
+
+    # Plugin state beside the snapshot, through the hooks apply.py put into the training loop.
+    import tempfile
+    from training.training_loop import training_loop
+    def same(a, b):
+        if isinstance(a, dict):
+            return isinstance(b, dict) and a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+        if isinstance(a, (list, tuple)):
+            return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+        if isinstance(a, torch.Tensor):
+            return bool(torch.equal(a, b))
+        return a == b or (a != a and b != b)     # NaN (a controller's 'no measurement yet') equals NaN
+    spec = 'apa:p=0.5,adaptive=false+diffaug+dag+asa'
+    trained = losses[spec]
+    snap = training_loop(loss=trained, run_dir=tempfile.mkdtemp())[0]
+    fresh, other = [ASALoss(device=torch.device('cpu'), G_mapping=Mapping(), G_synthesis=Synthesis(), D=D(), augment_pipe=None,
+                            r1_gamma=1.0, aug_spec=s) for s in [spec, 'diffaug']]
+    for loss in [fresh, other]:
+        training_loop(loss=loss, resume_pkl=snap, run_dir=tempfile.mkdtemp())
+    result['state'] = dict(file=os.path.basename(snap)[:-4] + '.asa_plugin.pt' in os.listdir(os.path.dirname(snap)),
+                           restored=same(trained.stack.plugin_state(), fresh.stack.plugin_state()),
+                           opt=same(trained.extra_opt.state_dict(), fresh.extra_opt.state_dict()),
+                           nimg=fresh.cur_nimg == trained.cur_nimg > 0, other_nimg=other.cur_nimg)
 
     # The plugin call order of the shared host sequence (tests/_call_order.py), and D free of hooks.
     import copy, pickle
@@ -367,6 +398,7 @@ def test_patched_sg2_skeleton_routes_and_trains(tmp_path):
         assert key in r['reported']
     assert r['calls'] == EXPECTED                     # the same sequence as training/loss.py (tests/test_loss.py)
     assert r['D_hooks'] == 0 and not r['D_pickle_names_plugin']
+    assert r['state'] == dict(file=True, restored=True, opt=True, nimg=True, other_nimg=0)   # other spec: fresh
 
 
 SG3_DRIVER = textwrap.dedent('''
