@@ -404,6 +404,20 @@ def test_resume_latest_picks_the_run_with_matching_options(tmp_path, capsys):
     assert opts['resume_pkl'] == noaug_pkl
 
 
+def test_resume_path_is_exact_only_for_the_same_run(tmp_path, capsys):
+    # A snapshot resumed with another --aug (or dataset) is a fine-tune: its training state, whose
+    # plugin state belongs to the old spec, must not be applied (it made the loop crash).
+    from training import config
+    data = make_zip(str(tmp_path / 'tiny.zip'))
+    ada_pkl = _fake_run(tmp_path / 'runs', 0, data, 'ada')
+    _desc, opts = config.setup_training_options(outdir=str(tmp_path / 'new'), data=data, cfg='tiny', aug='ada', device='cpu', resume=ada_pkl)
+    assert opts['resume_state'].endswith('training-state-000001.pt')
+    capsys.readouterr()
+    _desc, opts = config.setup_training_options(outdir=str(tmp_path / 'new'), data=data, cfg='tiny', aug='ada+asa', device='cpu', resume=ada_pkl)
+    assert 'resume_state' not in opts and opts['resume_pkl'] == ada_pkl and opts['ada_kimg'] == 100
+    assert 'weights only (fine-tuning)' in capsys.readouterr().err
+
+
 def test_resume_latest_refuses_when_no_run_matches_and_several_exist(tmp_path):
     import click
     from training import config

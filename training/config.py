@@ -339,6 +339,14 @@ def resume_options(args: dict, resume, outdir: str, c_dim: int = 0, aug_spec: st
         except FileNotFoundError as e:
             raise _bad('--resume', str(e)) from e
         state = checkpoint.snapshot_status(resume)[1] # The training state that records this pickle's digest, if any.
+        if state is not None:
+            # Exact resume only continues the same run; another dataset or --aug makes it a fine-tune.
+            from training import run_match
+            diffs = run_match.run_differences(os.path.dirname(os.path.abspath(resume)), dict(args, aug_spec=aug_spec))
+            if diffs:
+                click.echo(f'Note: --resume={resume}: weights only (fine-tuning), not an exact resume: '
+                           f'this run differs from the one that wrote it ({"; ".join(diffs)})', err=True)
+                state = None
         desc, pkl = '-resumecustom', resume
     args['resume_pkl'] = pkl
     if state is None: # Transfer learning (upstream): ADA reacts faster, no EMA ramp-up.
