@@ -190,10 +190,7 @@ def _import_known_modules() -> None:
     # Persistent classes register themselves when their module is imported.
     import importlib
     for name in ('training.networks', 'asa_plugin.augment_pipe'):
-        try:
-            importlib.import_module(name)
-        except ImportError:
-            pass
+        importlib.import_module(name)
 
 def state_tensors(state: dict, prefix: str = '') -> Dict[str, torch.Tensor]:
     """Dotted name -> tensor for the _parameters and _buffers in an nn.Module state dict, recursively."""

@@ -15,10 +15,7 @@ import threading
 import numpy as np
 import torch
 
-try:
-    from dnnlib.util import EasyDict as _Dict
-except ImportError:  # dnnlib not importable (e.g. a stripped-down checkout): plain dicts will do.
-    _Dict = dict
+from dnnlib.util import EasyDict as _Dict
 
 _num_moments = 3                # [count, sum, sum of squares]
 _lock = threading.Lock()

@@ -11,7 +11,7 @@ import torch
 
 import dnnlib
 from dnnlib.progress import eta_seconds
-from torch_utils import training_stats
+from torch_utils import custom_ops, training_stats
 from training import checkpoint
 
 # One short line per tick; memory, maintenance and the rest go to stats.jsonl and TensorBoard only.
@@ -36,14 +36,10 @@ def headline_stats(aug_stats: dict) -> dict:
     return shown
 
 #----------------------------------------------------------------------------
-# Which op implementation runs (custom CUDA or reference), if the ops package can tell us.
+# Which op implementation runs (custom CUDA or reference); empty before any op has run.
 
 def impl_summary() -> str:
-    try:
-        from torch_utils import custom_ops
-    except ImportError:
-        return ''
-    report = getattr(custom_ops, 'impl_report', lambda: {})()
+    report = custom_ops.impl_report()
     if not report:
         return ''
     impls = sorted(set(report.values()))
