@@ -710,7 +710,7 @@ def test_stats_report_q_and_margin():
     q = B.quad_form(D.last_layer(c)[0].detach(), asa.trackers['real'].covariance32())
     stats = asa.stats()
     assert stats['ASA/q_real'] == pytest.approx(float(q.mean()), rel=1e-5)
-    assert stats['ASA/q_real_max'] == pytest.approx(float(q.max()), rel=1e-5)
+    assert stats['ASA/q_max'] == pytest.approx(float(q.max()), rel=1e-5)
     assert stats['ASA/margin_real'] == pytest.approx(float((logits - adjusted.detach()).abs().mean()), rel=1e-5)
     assert stats['ASA/margin_real'] == pytest.approx(0.3 * float(q.mean()), rel=1e-4)
     assert 'ASA/q_fake' not in stats                                   # No fake pass since the last tick.

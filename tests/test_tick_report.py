@@ -16,13 +16,14 @@ def test_status_line_is_short_with_progress_and_eta(tmp_path, monkeypatch):
     reporter = TickReporter(str(tmp_path), rank=1, device=torch.device('cpu'), start_time=0.0, total_kimg=20)
     first = reporter.status(0, 16, 0, 0.0, 10.0, 5.0, {'Progress/augment': 0.0})
     second = reporter.status(1, 4016, 16, 10.0, 60.0, 1.0, {'Progress/augment': 0.25, 'Progress/apa_p': 0.5, 'ASA/lambda': 0.3,
-                                                            'ASA/q_fake': 3.1, 'ASA/trace_real': 15.5})
+                                                            'ASA/q_fake': 3.1, 'ASA/trace_real': 15.5,
+                                                            'ASA/q_max': 9.5})
     assert first.split()[:4] == ['tick', '0', 'kimg', '0.0/20'] and 'eta -' in first and 'ops ref: device=cpu' in first
     # 50 s for 4 kimg since the first tick: 15.984 kimg left at 12.5 s/kimg = 3m 20s.
     assert second.split()[:4] == ['tick', '1', 'kimg', '4.0/20'] and 'eta 3m 20s' in second
-    assert 'augment 0.250' in second and 'apa_p 0.500' in second and 'lambda 0.300' in second
+    assert 'augment 0.250' in second and 'apa_p 0.500' in second and 'lambda 0.300' in second and 'q_max 9.500' in second
     assert 'q_fake' not in second and 'trace_real' not in second   # diagnostics: stats.jsonl only
-    assert 'ops' not in second and 'cpumem' not in second and len(second) < 130, second
+    assert 'ops' not in second and 'cpumem' not in second and len(second) < 145, second
 
 
 def test_eta_at_the_average_pace():

@@ -22,14 +22,15 @@ def kimg_progress(cur_kimg: float, total_kimg: float) -> str:
     return f'{cur_kimg:.1f}/{total_kimg:g}'
 
 #----------------------------------------------------------------------------
-# Method stats on the tick line: every 'Progress/*' value (augmentation probabilities) and the first
-# value of each other group (e.g. ASA/lambda); diagnostics after it go to stats.jsonl only.
+# Method stats on the tick line: every 'Progress/*' value (augmentation probabilities), the first
+# value of each other group (e.g. ASA/lambda) and every '*_max' value (a tick's worst case, where
+# instability shows, e.g. ASA/q_max); other diagnostics go to stats.jsonl only.
 
 def headline_stats(aug_stats: dict) -> dict:
     shown, groups = {}, set()
     for key, value in aug_stats.items():
         group = key.split('/')[0]
-        if key == 'Progress/augment' or (group != 'Progress' and group in groups):
+        if key == 'Progress/augment' or (group != 'Progress' and group in groups and not key.endswith('_max')):
             continue
         groups.add(group)
         shown[key] = value

@@ -255,8 +255,10 @@ class ASA(AugmentMethod):
             sums = torch.stack([self._acc[k][0] for k in keys] + [self._acc[k][2] for k in keys]).cpu().tolist()
             for i, key in enumerate(keys):
                 out[f'ASA/{key}'] = sums[i] / max(self._acc[key][1], 1)
-                if key.startswith(('q_', 'margin_')):
-                    out[f'ASA/{key}_max'] = sums[len(keys) + i]
+            for name in ('q', 'margin'):                                # Worst case of the tick, real or fake.
+                peaks = [sums[len(keys) + i] for i, key in enumerate(keys) if key.startswith(f'{name}_')]
+                if peaks:
+                    out[f'ASA/{name}_max'] = max(peaks)
         self._acc = {}
         for kind, tracker in self.trackers.items():
             if tracker is not None:
