@@ -1,5 +1,6 @@
 """Line plot of metric vs kimg as PNG bytes: matplotlib when installed, else drawn with Pillow
-(matplotlib is not a dependency; the Pillow drawing keeps compare.py working everywhere)."""
+(matplotlib is not a dependency; the Pillow drawing keeps compare.py working everywhere).
+Each series may carry a shaded band (e.g. the spread over seeds around a mean)."""
 
 from __future__ import annotations
 
@@ -11,18 +12,23 @@ PALETTE = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 1
 
 #----------------------------------------------------------------------------
 # series: [(label, [(x, y or None), ...]), ...] -> PNG bytes.
+# bands: optional {label: [(x, lo, hi), ...]} shaded behind that label's line.
 
-def line_plot_png(series: list, xlabel: str, ylabel: str, title: str) -> bytes:
+def line_plot_png(series: list, xlabel: str, ylabel: str, title: str, bands: dict | None = None) -> bytes:
+    bands = {label: _finite_band(band) for label, band in (bands or {}).items()}
     try:
         import matplotlib
     except ImportError:
-        return _pillow_plot(series, xlabel, ylabel, title)
+        return _pillow_plot(series, xlabel, ylabel, title, bands)
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
     fig, ax = plt.subplots(figsize=(8, 5), dpi=100)
     for label, points in series:
         pts = _finite(points)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label)
+        line, = ax.plot([p[0] for p in pts], [p[1] for p in pts], marker='o', label=label)
+        band = bands.get(label)
+        if band:
+            ax.fill_between([b[0] for b in band], [b[1] for b in band], [b[2] for b in band], color=line.get_color(), alpha=0.2)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -37,6 +43,11 @@ def line_plot_png(series: list, xlabel: str, ylabel: str, title: str) -> bytes:
 
 def _finite(points):
     return [(float(x), float(y)) for x, y in points if isinstance(y, (int, float)) and math.isfinite(y)]
+
+
+def _finite_band(band):
+    ok = lambda v: isinstance(v, (int, float)) and math.isfinite(v)
+    return [(float(x), float(lo), float(hi)) for x, lo, hi in band if ok(lo) and ok(hi)]
 
 
 def nice_ticks(lo: float, hi: float, count: int = 5) -> list:
@@ -60,7 +71,7 @@ def _range(values: list) -> tuple:
 #----------------------------------------------------------------------------
 # Fallback drawing: axes, round ticks, one coloured polyline with markers per series, legend.
 
-def _pillow_plot(series, xlabel, ylabel, title) -> bytes:
+def _pillow_plot(series, xlabel, ylabel, title, bands=None) -> bytes:
     from PIL import Image, ImageDraw, ImageFont
     W, H, left, right, top, bottom = 900, 520, 90, 230, 50, 60
     img = Image.new('RGB', (W, H), 'white')
@@ -70,8 +81,10 @@ def _pillow_plot(series, xlabel, ylabel, title) -> bytes:
     except TypeError:   # Pillow < 10.1 has only the small bitmap font
         font = ImageFont.load_default()
     data = [(label, _finite(points)) for label, points in series]
+    bands = bands or {}
+    band_ys = [v for band in bands.values() for _x, lo, hi in band for v in (lo, hi)]
     x0, x1 = _range([p[0] for _, pts in data for p in pts])
-    y0, y1 = _range([p[1] for _, pts in data for p in pts])
+    y0, y1 = _range([p[1] for _, pts in data for p in pts] + band_ys)
     px = lambda x: left + (x - x0) / (x1 - x0) * (W - left - right)
     py = lambda y: H - bottom - (y - y0) / (y1 - y0) * (H - top - bottom)
 
@@ -87,6 +100,11 @@ def _pillow_plot(series, xlabel, ylabel, title) -> bytes:
     draw.text(((left + W - right) / 2 - 15, H - 25), xlabel, fill='black', font=font)
     draw.text((5, top - 20), ylabel, fill='black', font=font)
 
+    for i, (label, _pts) in enumerate(data):     # bands first, so that every line stays visible
+        band = bands.get(label)
+        if band and len(band) > 1:
+            tint = tuple(int(c + (255 - c) * 0.75) for c in PALETTE[i % len(PALETTE)])
+            draw.polygon([(px(x), py(hi)) for x, _lo, hi in band] + [(px(x), py(lo)) for x, lo, _hi in reversed(band)], fill=tint)
     for i, (label, pts) in enumerate(data):
         color = PALETTE[i % len(PALETTE)]
         xy = [(px(x), py(y)) for x, y in pts]
