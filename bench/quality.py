@@ -16,6 +16,7 @@ import datetime
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import time
@@ -59,7 +60,7 @@ def load_scores(outdir: str) -> dict:
             for line in f:
                 try:
                     s = json.loads(line)
-                    scores[(s['run'], int(s['kimg']))] = dict(kid=float(s['kid']), fd=float(s['fd']))
+                    scores[(s['run'], float(s['kimg']))] = dict(kid=float(s['kid']), fd=float(s['fd']))
                 except (ValueError, KeyError, TypeError):
                     continue
     except OSError:
@@ -67,17 +68,13 @@ def load_scores(outdir: str) -> dict:
     return scores
 
 #----------------------------------------------------------------------------
-# Scoring: the oldest unscored snapshot of any run (kimg 0 only when a run is under 1 kimg).
-# Snapshot names hold whole kimg, so with --eval-every under 1 a later tick overwrites an
-# earlier file: such runs are scored only once they are done.
+# Scoring: the oldest unscored grid point of any run.
 
 def next_unscored(runs: list, scores: dict, kimg: float, eval_every: float):
     for run in runs:
-        if eval_every < 1 and not qruns.is_done(run, kimg):
-            continue
-        for snap_kimg, pkl in qruns.snapshots(run):
-            if (run.name, snap_kimg) not in scores and (snap_kimg > 0 or kimg < 1) and snap_kimg <= kimg:
-                return run, snap_kimg, pkl
+        for nominal, pkl in qruns.eval_points(qruns.snapshots(run), eval_every, kimg):
+            if (run.name, nominal) not in scores:
+                return run, nominal, pkl
     return None
 
 
@@ -89,7 +86,7 @@ def score_one(job, opts: dict, scores: dict) -> None:
     line = dict(run=run.name, spec=run.spec, seed=run.seed, kimg=kimg, **result, detector=opts['detector'],
                 num_gen=opts['num_gen'], snapshot=os.path.relpath(pkl, opts['outdir']), seconds=round(time.time() - start, 1))
     dnnlib.util.append_line(os.path.join(opts['outdir'], 'scores.jsonl'), json.dumps(line))
-    print(f'quality: scored {run.name} at kimg {kimg}: KID x1e3 {result["kid"] * 1e3:.1f}, FD {result["fd"]:.1f} '
+    print(f'quality: scored {run.name} at kimg {kimg:g}: KID x1e3 {result["kid"] * 1e3:.1f}, FD {result["fd"]:.1f} '
           f'({time.time() - start:.0f} s)', flush=True)
 
 #----------------------------------------------------------------------------
@@ -217,7 +214,7 @@ def grid_rows(runs: list, summaries: dict, opts: dict) -> list:
     z = None
     for run in runs:
         best = summaries[run.name].get('best_kid_kimg')
-        pkl = dict(qruns.snapshots(run)).get(best)
+        pkl = dict(qruns.eval_points(qruns.snapshots(run), opts['eval_every'], opts['kimg'])).get(best)
         if pkl is None:
             continue
         G = calc_metrics.load_network(pkl)['G_ema'].to(opts['device'])
@@ -226,7 +223,7 @@ def grid_rows(runs: list, summaries: dict, opts: dict) -> list:
         c = torch.zeros([count, G.c_dim])
         imgs = image_grid.generate_grid(G, z.to(opts['device']), c.to(opts['device']), batch_gpu=count)
         imgs = np.rint((imgs + 1) * 127.5).clip(0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
-        rows.append((f'{run.spec} s{run.seed} @{best}', imgs))
+        rows.append((f'{run.spec} s{run.seed} @{best:g}', imgs))
     return rows
 
 
@@ -262,6 +259,10 @@ def write_report(runs: list, scores: dict, opts: dict, specs: list) -> None:
     print(f'quality: wrote {", ".join(os.path.join(opts["outdir"], n) for n in files)}', flush=True)
 
 #----------------------------------------------------------------------------
+
+def _interrupt(_signum, _frame):
+    raise KeyboardInterrupt
+
 
 def check_data(data: str) -> tuple:
     from training.dataset import DatasetError, ImageFolderDataset
@@ -324,6 +325,7 @@ def main(data, specs, cfg, kimg, eval_every, seeds, outdir, device, parallel, nu
     if not report_only:
         print(f'quality: {len(runs)} runs ({len(specs)} specs x {seeds} seeds) of {kimg:g} kimg on {device}, '
               f'{parallel} at a time; detector {detector}; {len(scores)} snapshots already scored', flush=True)
+        signal.signal(signal.SIGTERM, _interrupt)     # `kill` stops the runs cleanly too
         try:
             failed = run_all(runs, opts, scores)
         except KeyboardInterrupt:

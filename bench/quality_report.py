@@ -73,6 +73,10 @@ def _ms(s: dict, scale: float = 1.0, digits: int = 1) -> str:
     return f'{s["mean"] * scale:.{digits}f} ± {s["std"] * scale:.{digits}f} [{s["min"] * scale:.{digits}f}–{s["max"] * scale:.{digits}f}]'
 
 
+def _k(kimg) -> str:
+    return '-' if kimg is None else f'{kimg:g}'
+
+
 def spec_table(specs: dict) -> dict:
     """specs: {spec: [run summary per seed]} -> {spec: {field: spread}}."""
     fields = ('best_kid', 'final_kid', 'best_fd', 'final_fd', 'sec_per_kimg')
@@ -93,7 +97,7 @@ def render_markdown(meta: dict, specs: dict, seeds_of: dict, curves: dict, basel
               '|---|---|---|---|---|---|---|---:|']
     for spec, rows in specs.items():
         t = table[spec]
-        best_kimgs = ','.join(str(r.get('best_kid_kimg', '-')) for r in rows)
+        best_kimgs = ','.join(_k(r.get('best_kid_kimg')) for r in rows)
         spk = f'{t["sec_per_kimg"]["mean"]:.0f}' if t['sec_per_kimg'] else '-'
         seeds = ','.join(str(s) for s in seeds_of[spec])
         lines.append(f'| {spec} | {seeds} | {_ms(t["best_kid"], KID_SCALE)} | {best_kimgs} | '
@@ -120,7 +124,7 @@ def render_markdown(meta: dict, specs: dict, seeds_of: dict, curves: dict, basel
             for pts in curves.values():
                 hit = [p for p in pts if p[0] == kimg]
                 cells.append(f'{hit[0][1] * KID_SCALE:.1f} [{hit[0][2] * KID_SCALE:.1f}–{hit[0][3] * KID_SCALE:.1f}]' if hit else '')
-            lines.append(f'| {kimg} | ' + ' | '.join(cells) + ' |')
+            lines.append(f'| {_k(kimg)} | ' + ' | '.join(cells) + ' |')
     lines += ['', '## Per seed', '', '| --aug | seed | best KID x10³ (kimg) | final KID x10³ (kimg) | best FD (kimg) | final FD | s/kimg |',
               '|---|---:|---|---|---|---|---:|']
     for spec, rows in specs.items():
@@ -129,8 +133,8 @@ def render_markdown(meta: dict, specs: dict, seeds_of: dict, curves: dict, basel
                 lines.append(f'| {spec} | {r["seed"]} | not scored yet | | | | |')
                 continue
             spk = f'{r["sec_per_kimg"]:.0f}' if r.get('sec_per_kimg') else '-'
-            lines.append(f'| {spec} | {r["seed"]} | {r["best_kid"] * KID_SCALE:.1f} ({r["best_kid_kimg"]}) | '
-                         f'{r["final_kid"] * KID_SCALE:.1f} ({r["final_kimg"]}) | {r["best_fd"]:.1f} ({r["best_fd_kimg"]}) | '
+            lines.append(f'| {spec} | {r["seed"]} | {r["best_kid"] * KID_SCALE:.1f} ({_k(r["best_kid_kimg"])}) | '
+                         f'{r["final_kid"] * KID_SCALE:.1f} ({_k(r["final_kimg"])}) | {r["best_fd"]:.1f} ({_k(r["best_fd_kimg"])}) | '
                          f'{r["final_fd"]:.1f} | {spk} |')
     return '\n'.join(lines) + '\n'
 

@@ -53,21 +53,40 @@ def plan_runs(specs: list, seeds: list, outdir: str) -> list:
 #----------------------------------------------------------------------------
 # What a run folder holds.
 
+_kimg_cache: dict = {}  # (pkl path, mtime) -> true kimg; reading a training state costs a torch.load
+
+
 def snapshots(run: Run) -> list:
-    """[(kimg, pkl)] of complete snapshots, by kimg; the first run folder wins a repeated kimg
-    (a resumed segment writes its start kimg again after one iteration)."""
+    """[(kimg, pkl)] of the run's complete snapshots (sidecar written) over all its run folders,
+    by true kimg (from the training state; names only say whole kimg)."""
     if not os.path.isdir(run.folder):
         return []
-    found = {}
+    found = []
     for sub in sorted(os.listdir(run.folder)):
         sub_dir = os.path.join(run.folder, sub)
         if not os.path.isdir(sub_dir):
             continue
-        for name in sorted(os.listdir(sub_dir)):
-            m = checkpoint.SNAPSHOT_RE.match(name)
-            if m and os.path.isfile(os.path.join(sub_dir, name + '.sha256')):
-                found.setdefault(int(m.group(1)), os.path.join(sub_dir, name))
-    return sorted(found.items())
+        for name in os.listdir(sub_dir):
+            pkl = os.path.join(sub_dir, name)
+            if checkpoint.SNAPSHOT_RE.match(name) and os.path.isfile(pkl + '.sha256'):
+                key = (pkl, os.path.getmtime(pkl))
+                if key not in _kimg_cache:
+                    _kimg_cache[key] = checkpoint.snapshot_kimg(pkl)
+                found.append((_kimg_cache[key], pkl))
+    return sorted(found)
+
+
+def eval_points(snaps: list, eval_every: float, kimg: float) -> list:
+    """[(nominal kimg, pkl)] to score: each snapshot on the --eval-every grid (a tick ends on the
+    first batch past its length, so true kimg drift slightly), capped at the run's kimg. The first
+    per grid point wins (a resumed segment writes its start again after one iteration), and the
+    point 0 (one iteration in) is skipped."""
+    points = {}
+    for true_kimg, pkl in snaps:
+        nominal = min(round(round(true_kimg / eval_every) * eval_every, 3), kimg)
+        if true_kimg <= kimg + eval_every / 2 and nominal > 0:
+            points.setdefault(nominal, pkl)
+    return sorted(points.items())
 
 
 def is_done(run: Run, kimg: float) -> bool:
@@ -79,7 +98,7 @@ def is_done(run: Run, kimg: float) -> bool:
     except (OSError, ValueError, KeyError, TypeError):
         pass
     snaps = snapshots(run)
-    return kimg >= 1 and bool(snaps) and snaps[-1][0] >= kimg
+    return bool(snaps) and snaps[-1][0] >= kimg
 
 
 def mark_done(run: Run, kimg: float) -> None:

@@ -155,7 +155,7 @@ def test_smoke_two_specs_real_training(tmp_path, monkeypatch):
     result = CliRunner().invoke(quality.main, args)
     assert result.exit_code == 0, result.output
     lines = [json.loads(l) for l in (out / 'scores.jsonl').read_text().splitlines()]
-    assert sorted(l['run'] for l in lines) == ['ada-seed0', 'noaug-seed0']
+    assert sorted((l['run'], l['kimg']) for l in lines) == [('ada-seed0', 0.016), ('noaug-seed0', 0.016)]   # not the one-iteration point
     assert all(np.isfinite([l['kid'], l['fd']]).all() for l in lines)
     md = (out / 'quality.md').read_text()
     assert '| noaug | 0 |' in md and '| ada | 0 |' in md
@@ -163,3 +163,9 @@ def test_smoke_two_specs_real_training(tmp_path, monkeypatch):
     result = CliRunner().invoke(quality.main, args)             # done: no training, no rescoring
     assert result.exit_code == 0 and 'training' not in result.output.replace('training done', '')
     assert len((out / 'scores.jsonl').read_text().splitlines()) == 2
+
+
+def test_eval_points_snap_to_the_grid_skip_start_and_repeats():
+    snaps = [(0.016, 'a'), (4.0, 'b'), (8.0, 'c'), (8.016, 'resumed'), (12.048, 'd'), (16.0, 'e'), (20.0, 'f')]
+    assert quality_runs.eval_points(snaps, 4, 16) == [(4.0, 'b'), (8.0, 'c'), (12.0, 'd'), (16.0, 'e')]
+    assert quality_runs.eval_points([(0.008, 'x'), (0.016, 'y')], 0.016, 0.016) == [(0.016, 'y')]
