@@ -149,7 +149,7 @@ def run_all(runs: list, opts: dict, scores: dict) -> list:
                 snaps = qruns.snapshots(run)
                 cmd = qruns.train_command(run, opts['data'], opts['cfg'], opts['kimg'], opts['eval_every'], opts['device'],
                                           opts['train_args'], resume=bool(snaps))
-                active.append(qruns.TrainProcess(run, cmd, snaps[-1][0] if snaps else 0))
+                active.append(qruns.TrainProcess(run, cmd, snaps[-1][0] if snaps else 0, opts['env']))
                 print(f'quality: {"continuing" if snaps else "training"} {run.name} (log: {active[-1].log_path})', flush=True)
             for proc in [p for p in active if p.poll() is not None]:
                 active.remove(proc)
@@ -171,12 +171,16 @@ def run_all(runs: list, opts: dict, scores: dict) -> list:
 
 
 def _finish(proc, kimg: float, failed: list) -> None:
+    """Record the segment; done only when a snapshot reached kimg (SIGTERM also exits with 0)."""
     rc = proc.poll()
-    end = kimg if rc == 0 else proc.kimg(kimg)
+    snaps = qruns.snapshots(proc.run)
+    end = min(snaps[-1][0], kimg) if snaps else proc.kimg_from
     qruns.record_segment(proc.run, time.time() - proc.start, proc.kimg_from, end)
-    if rc == 0:
+    if rc == 0 and end >= kimg:
         qruns.mark_done(proc.run, kimg)
         print(f'quality: {proc.run.name} finished', flush=True)
+    elif rc == 0:
+        print(f'quality: {proc.run.name} stopped at kimg {end:g}; a rerun continues it', flush=True)
     else:
         failed.append((proc.run, rc))
         print(f'quality: {proc.run.name} FAILED (exit code {rc}); last lines of {proc.log_path}:\n{proc.log_tail()}', flush=True)
@@ -260,6 +264,15 @@ def write_report(runs: list, scores: dict, opts: dict, specs: list) -> None:
 
 #----------------------------------------------------------------------------
 
+def train_env(device: str, parallel: int) -> dict:
+    """On the CPU, the cores split between the side-by-side runs: OpenMP threads that outnumber
+    the free cores spin at every barrier (measured: many times slower per kimg on a loaded machine)."""
+    env = dict(os.environ)
+    if device == 'cpu' and 'OMP_NUM_THREADS' not in env:
+        env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1) // parallel))
+    return env
+
+
 def _interrupt(_signum, _frame):
     raise KeyboardInterrupt
 
@@ -318,6 +331,7 @@ def main(data, specs, cfg, kimg, eval_every, seeds, outdir, device, parallel, nu
     opts = dict(data=data, cfg=cfg, kimg=kimg, eval_every=eval_every, seeds=list(range(seeds)), outdir=outdir, device=device,
                 parallel=parallel, num_gen=num_gen, detector=detector, detector_dir=detector_dir, train_args=train_args,
                 baseline=baseline, grid_images=grid_images, num_real=num_real, resolution=resolution)
+    opts['env'] = train_env(device, parallel)
     check_plan(outdir, {k: opts[k] for k in PLAN_KEYS})
     runs = qruns.plan_runs(specs, opts['seeds'], outdir)
     scores = load_scores(outdir)

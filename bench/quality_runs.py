@@ -156,14 +156,14 @@ def train_command(run: Run, data: str, cfg: str, kimg: float, eval_every: float,
 class TrainProcess:
     """A running train.py segment; its output goes to the run's train.log."""
 
-    def __init__(self, run: Run, cmd: list, kimg_from: float):
+    def __init__(self, run: Run, cmd: list, kimg_from: float, env: dict | None = None):
         os.makedirs(run.folder, exist_ok=True)
         self.run, self.kimg_from, self.start = run, kimg_from, time.time()
         self.log_path = os.path.join(run.folder, 'train.log')
         self.log = open(self.log_path, 'ab')
         self.log.write(('\n$ ' + ' '.join(shlex.quote(c) for c in cmd) + '\n').encode('utf-8'))
         self.log.flush()
-        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO)
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
 
     def poll(self):
         rc = self.proc.poll()

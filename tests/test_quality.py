@@ -89,6 +89,8 @@ while k < kimg:
     print(f'tick 1     kimg {k:<8.1f} time 1s', flush=True)
     if os.environ.get('FAKE_TRAIN_FAIL', '\0') in outdir and args.get('resume') != 'latest':
         sys.exit(3)
+    if os.environ.get('FAKE_TRAIN_STOP', '\0') in outdir and args.get('resume') != 'latest':
+        sys.exit(0)     # like SIGTERM: a clean exit short of --kimg
 '''
 
 
@@ -169,3 +171,15 @@ def test_eval_points_snap_to_the_grid_skip_start_and_repeats():
     snaps = [(0.016, 'a'), (4.0, 'b'), (8.0, 'c'), (8.016, 'resumed'), (12.048, 'd'), (16.0, 'e'), (20.0, 'f')]
     assert quality_runs.eval_points(snaps, 4, 16) == [(4.0, 'b'), (8.0, 'c'), (12.0, 'd'), (16.0, 'e')]
     assert quality_runs.eval_points([(0.008, 'x'), (0.016, 'y')], 0.016, 0.016) == [(0.016, 'y')]
+
+
+def test_clean_exit_short_of_kimg_is_not_done(tmp_path, monkeypatch):
+    data, det = _fake_env(tmp_path, monkeypatch)
+    monkeypatch.setenv('FAKE_TRAIN_STOP', 'noaug-seed0')
+    args = [f'--data={data}', '--aug=noaug', '--kimg=4', '--eval-every=2', '--seeds=1', f'--outdir={tmp_path / "out"}',
+            '--device=cpu', '--num-gen=6', f'--detector-dir={det}']
+    result = CliRunner().invoke(quality.main, args)
+    assert result.exit_code == 0 and 'stopped at kimg 2' in result.output
+    assert not (tmp_path / 'out' / 'runs' / 'noaug-seed0' / 'done.json').exists()
+    result = CliRunner().invoke(quality.main, args)
+    assert 'continuing noaug-seed0' in result.output and 'noaug-seed0 finished' in result.output
