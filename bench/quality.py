@@ -232,12 +232,18 @@ def grid_rows(runs: list, summaries: dict, opts: dict) -> list:
 
 
 def write_report(runs: list, scores: dict, opts: dict, specs: list) -> None:
-    summaries, by_spec, points_by_spec = {}, {}, {}
+    # Only finished, fully scored runs enter the summaries: a half-trained seed would skew "final".
+    summaries, by_spec, points_by_spec, unfinished = {}, {s: [] for s in specs}, {s: [] for s in specs}, []
     for run in runs:
         points = sorted((k, v) for (name, k), v in scores.items() if name == run.name and k <= opts['kimg'])
+        grid = [k for k, _pkl in qruns.eval_points(qruns.snapshots(run), opts['eval_every'], opts['kimg'])]
+        if not qruns.is_done(run, opts['kimg']) or len(points) < len(grid):
+            unfinished.append(f'{run.name} ({points[-1][0]:g} kimg scored)' if points else run.name)
+            continue
         summaries[run.name] = dict(report.run_summary(points), seed=run.seed, sec_per_kimg=qruns.sec_per_kimg(run))
-        by_spec.setdefault(run.spec, []).append(summaries[run.name])
-        points_by_spec.setdefault(run.spec, []).append(points)
+        by_spec[run.spec].append(summaries[run.name])
+        points_by_spec[run.spec].append(points)
+    runs = [r for r in runs if r.name in summaries]
     kid_curves = {s: report.curve(points_by_spec[s], 'kid') for s in specs}
     fd_curves = {s: report.curve(points_by_spec[s], 'fd') for s in specs}
     meta = dict(data_name=os.path.basename(opts['data']), detector_title=qscore.DETECTOR_TITLES[opts['detector']],
@@ -250,7 +256,8 @@ def write_report(runs: list, scores: dict, opts: dict, specs: list) -> None:
                               'scoring in between)',
                     'machine': machine_facts(opts['device']),
                     'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'),
-                    'commit': commit_id()})
+                    'commit': commit_id(),
+                    'left out (unfinished)': ', '.join(unfinished) or 'none'})
     baseline = opts['baseline'] or ('ada' if 'ada' in specs else None)
     md = report.render_markdown(meta, by_spec, {s: [r.seed for r in runs if r.spec == s] for s in specs}, kid_curves, baseline)
     title = f'{meta["data_name"]}, {opts["detector"]}'
@@ -339,12 +346,14 @@ def main(data, specs, cfg, kimg, eval_every, seeds, outdir, device, parallel, nu
     if not report_only:
         print(f'quality: {len(runs)} runs ({len(specs)} specs x {seeds} seeds) of {kimg:g} kimg on {device}, '
               f'{parallel} at a time; detector {detector}; {len(scores)} snapshots already scored', flush=True)
-        signal.signal(signal.SIGTERM, _interrupt)     # `kill` stops the runs cleanly too
+        previous = signal.signal(signal.SIGTERM, _interrupt)     # `kill` stops the runs cleanly too
         try:
             failed = run_all(runs, opts, scores)
         except KeyboardInterrupt:
             write_report(runs, scores, opts, specs)
             sys.exit(130)
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     write_report(runs, scores, opts, specs)
     if failed:
         names = ', '.join(f'{run.name} (exit {rc})' for run, rc in failed)
