@@ -102,9 +102,12 @@ def _pillow_plot(series, xlabel, ylabel, title, bands=None) -> bytes:
 
     for i, (label, _pts) in enumerate(data):     # bands first, so that every line stays visible
         band = bands.get(label)
+        tint = tuple(int(c + (255 - c) * 0.75) for c in PALETTE[i % len(PALETTE)])
         if band and len(band) > 1:
-            tint = tuple(int(c + (255 - c) * 0.75) for c in PALETTE[i % len(PALETTE)])
             draw.polygon([(px(x), py(hi)) for x, _lo, hi in band] + [(px(x), py(lo)) for x, lo, _hi in reversed(band)], fill=tint)
+        elif band:      # one point: the band is a bar, offset a little per series so bars stay apart
+            x, lo, hi = band[0]
+            draw.line([px(x) + 6 * (i + 1), py(lo), px(x) + 6 * (i + 1), py(hi)], fill=tint, width=5)
     for i, (label, pts) in enumerate(data):
         color = PALETTE[i % len(PALETTE)]
         xy = [(px(x), py(y)) for x, y in pts]

@@ -62,6 +62,9 @@ def test_plot_draws_bands_with_pillow():
     img = np.asarray(PIL.Image.open(io.BytesIO(png)).convert('RGB'))
     tint = tuple(int(c + (255 - c) * 0.75) for c in plot.PALETTE[0])
     assert (img == tint).all(axis=2).sum() > 100      # the shaded band is there
+    png = plot._pillow_plot([('a', [(2, 1.0)])], 'kimg', 'kid', 't', {'a': [(2, 0.5, 1.5)]})
+    img = np.asarray(PIL.Image.open(io.BytesIO(png)).convert('RGB'))
+    assert (img == tint).all(axis=2).sum() > 100      # one point: the spread is a bar
 
 #----------------------------------------------------------------------------
 # Scheduler with a stand-in for train.py: snapshots every --tick, one run fails once.
