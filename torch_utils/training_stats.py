@@ -49,8 +49,8 @@ def report(name: str, value):
     # NaN/Inf elements (a skipped step's loss) are left out: in the running totals they would turn
     # this statistic into NaN for every later tick. Skipped steps are counted on their own.
     finite = torch.isfinite(elems)
-    elems = torch.where(finite, elems, torch.zeros_like(elems))
-    moments = torch.stack([finite.sum().to(torch.float64), elems.sum(), elems.square().sum()])
+    elems = torch.where(finite, elems, 0.0)
+    moments = torch.stack([finite.sum(dtype=torch.float64), elems.sum(), elems.square().sum()])
     with _lock:
         per_device = _moments.setdefault(name, {})
         if moments.device in per_device:
