@@ -7,7 +7,7 @@ overrides only what it changes.
 Call order inside one training iteration (written once in ``asa_plugin/host.py``, which both
 training/loss.py and patches/asa_loss.py call; tests/_call_order.py checks it against both):
 
-    Dmain, real path:  mix_reals -> augment -> D(..., return_features=needs_features)
+    Dmain, real path:  mix_reals -> augment -> D(..., return_features=needs_features, attend=attend_maps())
                        -> observe_real_logits (raw logits) -> observe_features
                        -> adjust_logits(target='real') -> softplus
     Dmain, fake path:  augment -> D -> observe_features -> adjust_logits(target='fake')
@@ -113,6 +113,11 @@ class AugmentMethod(torch.nn.Module):
 
     def observe_features(self, features: torch.Tensor, c: torch.Tensor, kind: str) -> None:
         """Detached penultimate features of reals (kind='real') or fakes (kind='fake')."""
+
+    def attend_maps(self) -> dict:
+        """{resolution: module} applied to D's block output of that resolution in every D call of
+        the loss. The host passes it per call, so nothing of the method is ever stored in D."""
+        return {}
 
     # --- loss ----------------------------------------------------------------
 

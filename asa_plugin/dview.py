@@ -1,7 +1,7 @@
 """What a plugin may know of the discriminator: a narrow view instead of the module.
 
 Plugins read D's output layer (ASA's bound, DAG's heads), D's label projection (DAG shares it) and
-the block whose output has a given resolution (ASA's attention); they never reach into D's
+the channel count of the feature map at a given resolution (ASA's attention); they never reach into D's
 attributes themselves (docs/design.md "Discriminator feature API"). The view holds D but is not
 stored in it, so D's pickles hold nothing of the plugin. Features come with D's logits from the
 loss's run_D, not from here.
@@ -41,12 +41,12 @@ class DiscriminatorView:
         """D's own label projection cmap [N, O] for a conditional D, else None."""
         return self._D.mapping(None, c) if self.c_dim > 0 else None
 
-    def block_at(self, res: int) -> tuple:
-        """(block, output channels) of the D block whose output map has resolution ``res``
-        (block b{2 res} maps 2 res -> res); the valid resolutions are listed on a miss."""
+    def channels_at(self, res: int) -> int:
+        """Channels of D's feature map at resolution ``res`` (the output of block b{2 res}); the valid
+        resolutions are listed on a miss. Methods transform that map through ``attend_maps()``."""
         block = getattr(self._D, f'b{2 * int(res)}', None)
         if block is None or not hasattr(block, 'conv1'):
             valid = sorted(int(n[1:]) // 2 for n, m in self._D.named_children()
                            if n.startswith('b') and n[1:].isdigit() and hasattr(m, 'conv1'))
             raise ValueError(f'resolution {res} has no discriminator block; use one of {valid}')
-        return block, int(block.conv1.weight.shape[0])
+        return int(block.conv1.weight.shape[0])

@@ -49,10 +49,14 @@ class AugmentStack(AugmentMethod):
         super().__init__()
         self.methods = torch.nn.ModuleList(methods)
         self.spec = spec or '+'.join(m.name for m in methods)
+        self._attend = {}
 
     @property
     def needs_features(self) -> bool:
         return any(m.needs_features for m in self.methods)
+
+    def attend_maps(self) -> dict:
+        return self._attend
 
     def get(self, name: str) -> Optional[AugmentMethod]:
         """The method registered as ``name`` in this stack, or None."""
@@ -64,6 +68,12 @@ class AugmentStack(AugmentMethod):
             m.setup(ctx)
         for m in self.methods:
             m.link(list(self.methods))
+        self._attend = {}                   # Fixed after setup; read in every D call.
+        for m in self.methods:
+            for res, fn in m.attend_maps().items():
+                if res in self._attend:
+                    raise ValueError(f'{m.name} and another method both transform D\'s {res}x{res} features')
+                self._attend[res] = fn
 
     # --- image space ---------------------------------------------------------
 

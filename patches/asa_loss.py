@@ -178,6 +178,11 @@ class DFeatureAPI:
 #----------------------------------------------------------------------------
 # D as built, whether or not DDP wraps it.
 
+# A block's forward returns (x, img); the attended map replaces x.
+def _attend_hook(fn):
+    return lambda module, inputs, output: (fn(output[0]),) + tuple(output[1:])
+
+
 def _unwrap(module):
     return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
@@ -230,16 +235,20 @@ class ASALoss(StyleGAN2Loss):
     def _keep_features(self, module, inputs, output):
         self.features = output
 
-    # D's penultimate features (upstream's D has no return_features): a hook that lives only for
-    # one forward, so neither D nor its snapshot pickle ever holds it.
+    # D's penultimate features and attended maps (upstream's D has neither return_features nor
+    # attend): hooks that live only for one forward, so neither D nor its snapshot pickle ever holds them.
     def _forward_keeping_features(self, forward):
-        if not self.stack.needs_features:
-            return forward()
-        handle = _unwrap(self.D).b4.fc.register_forward_hook(self._keep_features)
+        D = _unwrap(self.D)
+        handles = []
         try:
+            if self.stack.needs_features:
+                handles.append(D.b4.fc.register_forward_hook(self._keep_features))
+            for res, fn in self.stack.attend_maps().items():
+                handles.append(getattr(D, f'b{2 * res}').register_forward_hook(_attend_hook(fn)))
             return forward()
         finally:
-            handle.remove()
+            for handle in handles:
+                handle.remove()
 
     # --- upstream's G and D, flavour by flavour ---------------------------------
 

@@ -493,7 +493,11 @@ def test_controllers_see_raw_logits_through_the_loss():
 #----------------------------------------------------------------------------
 # Attention and reconstruction: off by default, D's names and pickles untouched.
 
-def test_attention_hook_keeps_D_upstream_compatible():
+def _hook_count(module):
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in module.modules())
+
+
+def test_attention_is_passed_per_call_and_never_stored_in_D():
     D = _make_D()
     names = [n for n, _ in D.named_parameters()]
     img, c = torch.randn([4, 3, 16, 16]), torch.zeros([4, 0])
@@ -501,18 +505,34 @@ def test_attention_hook_keeps_D_upstream_compatible():
     asa = ASA(attention=True)
     asa.setup(_ctx(D))
     assert asa.attention_res == 8 and len(asa.extra_parameters('D')) == 6 and asa.extra_parameters('G') == []
-    after = D(img, c)
-    assert not torch.allclose(before, after)                            # CBAM is active on D...
-    assert [n for n, _ in D.named_parameters()] == names                # ...without new D parameters,
-    copied = copy.deepcopy(D)
-    assert torch.allclose(copied(img, c), before, atol=1e-6)            # copies are the plain D,
-    assert b'asa_plugin' not in pickle.dumps(D)                         # and so are pickles.
+    attend = asa.attend_maps()
+    assert list(attend) == [8] and attend[8] is asa.cbam
+    assert not torch.allclose(D(img, c, attend=attend), before)         # CBAM acts when passed...
+    assert torch.allclose(D(img, c), before, atol=1e-6)                 # ...and only then;
+    assert [n for n, _ in D.named_parameters()] == names                # no new D parameters,
+    assert _hook_count(D) == 0                                          # nothing installed in D,
+    assert b'asa_plugin' not in pickle.dumps(D)                         # and pickles are the plain D.
     state = asa.plugin_state()
     assert set(state['cbam']) == {n for n, _ in asa.cbam.named_parameters()}
-    asa.close()
-    assert torch.allclose(D(img, c), before, atol=1e-6)
     with pytest.raises(ValueError, match='attention_res=64: resolution 64 has no discriminator block'):
         ASA(attention=True, attention_res=64).setup(_ctx(D))
+
+
+def test_loss_applies_attention_in_every_D_call():
+    # The loss's run_D is the one door: with attention on, its logits differ from the plain D's,
+    # gradients reach CBAM, and D holds no hook afterwards.
+    from training.loss import StyleGAN2Loss
+    D = _make_D()
+    stack = asa_plugin.create_augment_stack('asa:attention=true', _ctx(D))
+    loss = StyleGAN2Loss(torch.device('cpu'), G=None, D=D, augment=stack)
+    img, c = torch.randn([4, 3, 16, 16]), torch.zeros([4, 0])
+    logits, features = loss.run_D(img, c)
+    assert features is not None and not torch.allclose(logits, D(img, c))
+    logits.sum().backward()
+    assert all(p.grad is not None for p in stack.extra_parameters('D'))
+    assert _hook_count(D) == 0
+    plain = StyleGAN2Loss(torch.device('cpu'), G=None, D=D, augment=asa_plugin.create_augment_stack('asa', _ctx(D)))
+    assert torch.allclose(plain.run_D(img, c)[0], D(img, c), atol=1e-6)
 
 
 def test_fp16_D_with_attention():
@@ -520,14 +540,13 @@ def test_fp16_D_with_attention():
     img, c = torch.randn([8, 3, 16, 16]), torch.zeros([8, 0])
     asa = ASA(ramp='none', attention=True)
     asa.setup(_ctx(D))
-    logits, f = D(img, c, return_features=True)
+    logits, f = D(img, c, return_features=True, attend=asa.attend_maps())
     assert f.dtype == torch.float32 and logits.dtype == torch.float32
     asa.observe_features(f.detach(), c, 'real')
     adjusted = asa.adjust_logits(logits, f, c, 'real', 'Dmain')
     assert adjusted.dtype == torch.float32 and torch.isfinite(adjusted).all()
     adjusted.sum().backward()
     assert all(p.grad is not None for p in asa.extra_parameters('D'))
-    asa.close()
 
 
 def test_reconstruction_term():

@@ -247,18 +247,27 @@ class DMapping(torch.nn.Module):
     def forward(self, z, c):
         return self.fc(c)
 
+class Block(torch.nn.Module):     # upstream's block API: (x, img) -> (x, img), conv1 sets the width
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 4, 2, stride=2)
+    def forward(self, x, img):
+        return self.conv1(img), img
+
 class D(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.c_dim, self.img_resolution, self.img_channels = C_DIM, R, 3
-        self.conv = torch.nn.Conv2d(3, 4, 4, stride=4)
+        self.b16 = Block()
+        self.conv = torch.nn.Conv2d(4, 4, 2, stride=2)
         self.b4 = torch.nn.Module()
         self.b4.fc = torch.nn.Linear(4 * 16, 6)
         self.b4.out = torch.nn.Linear(6, 4)
         self.b4.out.weight_gain, self.b4.out.bias_gain = 1.0, 1.0
         self.mapping = DMapping()
     def forward(self, img, c):
-        f = torch.nn.functional.leaky_relu(self.b4.fc(self.conv(img).flatten(1)), 0.2)
+        x, img = self.b16(None, img)
+        f = torch.nn.functional.leaky_relu(self.b4.fc(self.conv(x).flatten(1)), 0.2)
         return (self.b4.out(f) * self.mapping(None, c)).sum(1, keepdim=True) / 2
 
 class Pipe(torch.nn.Module):
@@ -351,6 +360,14 @@ DRIVER = textwrap.dedent('''
         loss.accumulate_gradients(phase=phase, real_img=torch.rand(N, 3, R, R) * 2 - 1, real_c=c, gen_z=torch.randn(N, 8),
                                   gen_c=c, sync=True, gain=1)
         result['calls'][phase] = list(rec.calls)
+    # CBAM through the patched loss: a block hook for the duration of one D call only.
+    loss = ASALoss(device=torch.device('cpu'), G_mapping=Gm, G_synthesis=Gs, D=d, augment_pipe=None, r1_gamma=1.0,
+                   aug_spec='asa:attention=true,attention_res=8')
+    img = torch.rand(N, 3, R, R) * 2 - 1
+    logits, _ = loss._D(img, c, augment=False)
+    logits.sum().backward()
+    result['attention'] = dict(changed=not torch.allclose(logits, d(img, c)),
+                               cbam_grads=all(p.grad is not None for p in loss.stack.extra_parameters('D')))
     blob = pickle.dumps(copy.deepcopy(d))
     result['D_hooks'] = sum(len(m._forward_hooks) for m in d.modules())
     result['D_pickle_names_plugin'] = b'asa_loss' in blob or b'asa_plugin' in blob or b'Recorder' in blob
@@ -398,6 +415,7 @@ def test_patched_sg2_skeleton_routes_and_trains(tmp_path):
         assert key in r['reported']
     assert r['calls'] == EXPECTED                     # the same sequence as training/loss.py (tests/test_loss.py)
     assert r['D_hooks'] == 0 and not r['D_pickle_names_plugin']
+    assert r['attention'] == dict(changed=True, cbam_grads=True)
     assert r['state'] == dict(file=True, restored=True, opt=True, nimg=True, other_nimg=0)   # other spec: fresh
 
 

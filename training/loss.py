@@ -58,13 +58,15 @@ class StyleGAN2Loss:
         img = self.G.synthesis(ws)
         return img, ws
 
-    # D on (optionally augmented) images; features only when the plugin asks for them.
+    # D on (optionally augmented) images; features and attended maps only when the plugin asks.
     def run_D(self, img, c, augment=True):
         if augment:
             img = self.augment.augment(img, c)
+        attend = self.augment.attend_maps()
+        kwargs = dict(attend=attend) if attend else {}
         if self.augment.needs_features:
-            return self.D(img, c, return_features=True)
-        return self.D(img, c), None
+            return self.D(img, c, return_features=True, **kwargs)
+        return self.D(img, c, **kwargs), None
 
     #------------------------------------------------------------------------
     # One round of one phase: forward, loss, backward (scaled by gain). Returns the detached

@@ -599,7 +599,9 @@ class DiscriminatorEpilogue(torch.nn.Module):
 #----------------------------------------------------------------------------
 # Discriminator: blocks b{res} ... b8, optional label mapping, epilogue b4.
 # Extras over upstream (no new parameters or buffers): return_features=True also returns the
-# epilogue's fc output, and last_layer(c) gives the effective weight and bias of the output layer.
+# epilogue's fc output, attend={res: fn} transforms the block output of that resolution for this call
+# only (ASA's attention, kept out of D and its pickles), and last_layer(c) gives the effective weight
+# and bias of the output layer.
 
 @persistence.persistent_class
 class Discriminator(torch.nn.Module):
@@ -630,10 +632,12 @@ class Discriminator(torch.nn.Module):
     def _cmap(self, c):
         return self.mapping(None, c) if self.c_dim > 0 else None
 
-    def forward(self, img, c, return_features=False, **block_kwargs):
+    def forward(self, img, c, return_features=False, attend=None, **block_kwargs):
         x = None
         for res in self.block_resolutions:
             x, img = getattr(self, f'b{res}')(x, img, **block_kwargs)
+            if attend and (res // 2) in attend:
+                x = attend[res // 2](x)
         cmap = self._cmap(c)
         if not return_features:
             return self.b4(x, img, cmap)

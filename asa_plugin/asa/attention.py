@@ -1,23 +1,13 @@
 """Optional CBAM attention inside D for ASA (docs/asa.md §4; Woo et al., ECCV 2018).
 
-The block is applied to the output feature map of one discriminator block without changing D's
-class, parameters or pickles. Why a process-wide forward hook filtered by module identity instead
-of ``block.register_forward_hook`` or a wrapper module:
-
-- a hook registered on the block is stored in ``block._forward_hooks`` and therefore travels with
-  every ``copy.deepcopy(D)`` and pickle, so snapshots would reference our classes and upstream's
-  loader could not open them; removing and restoring it around every snapshot would need the
-  training loop's cooperation at exactly the right moment;
-- a wrapper module changes the parameter names (``b32.conv0.weight`` -> ``b32.block.conv0.weight``).
-
-The global hook lives outside D: copies and pickles of D see the plain upstream network, the
-hook fires only for the one block object it was installed on, and ``remove()`` detaches it.
+CBAM transforms the output feature map of one discriminator block without changing D's class,
+parameters or pickles: the method lists it in ``attend_maps()`` and the loss passes that to every D
+call (``D(img, c, attend=...)``; the patched upstream loss installs a block hook for the duration of
+one call only). Nothing is ever stored in D, so copies and snapshots of D are the plain network.
 CBAM's parameters are trained through ``extra_parameters('D')`` and saved in the plugin state.
 """
 
 from __future__ import annotations
-
-import weakref
 
 import torch
 
@@ -44,25 +34,5 @@ class CBAM(torch.nn.Module):
         sp = torch.cat([x.mean(dim=1, keepdim=True), x.amax(dim=1, keepdim=True)], dim=1)
         x = x * torch.sigmoid(self.spatial(sp))
         return x.to(dtype)
-
-#----------------------------------------------------------------------------
-# Install `cbam` on the first output of `block` (DiscriminatorBlock returns (x, img)). Returns a
-# handle with remove(). Weak references keep the hook from holding D or CBAM alive.
-
-def attach_cbam(block: torch.nn.Module, cbam: CBAM):
-    block_ref = weakref.ref(block)
-    cbam_ref = weakref.ref(cbam)
-
-    def hook(module, args, output):
-        if module is not block_ref():
-            return None
-        attn = cbam_ref()
-        if attn is None:
-            return None
-        if isinstance(output, tuple):
-            return (attn(output[0]),) + tuple(output[1:])
-        return attn(output)
-
-    return torch.nn.modules.module.register_module_forward_hook(hook)
 
 #----------------------------------------------------------------------------

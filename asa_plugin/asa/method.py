@@ -16,7 +16,7 @@ import torch
 from ..base import AugmentMethod, PluginContext
 from ..registry import register_augment
 from . import bound as B
-from .attention import CBAM, attach_cbam
+from .attention import CBAM
 from .reconstruction import RECON_LOSSES, FeatureDecoder, recon_loss
 from .tracker import COV_MODES, CovarianceTracker
 
@@ -82,7 +82,6 @@ class ASA(AugmentMethod):
         self.trackers = {'real': None, 'fake': None}
         self.cbam = None
         self.decoder = None
-        self._hook = None
         self._acc = {}      # Device-side sums for the tick stats; read only in stats().
         self.ctx = None
 
@@ -128,15 +127,16 @@ class ASA(AugmentMethod):
 
     def _setup_attention(self, ctx: PluginContext) -> None:
         D = self._require_D('attention')
-        self.close()                                                    # setup() twice: one hook only.
         res = self.attention_res if self.attention_res is not None else min(32, int(ctx.img_resolution) // 2)
         try:
-            block, channels = D.block_at(res)
+            channels = D.channels_at(res)
         except ValueError as e:
             raise ValueError(f'asa: attention_res={res}: {e}') from None
         self.attention_res = res
         self.cbam = CBAM(channels).to(ctx.device)
-        self._hook = attach_cbam(block, self.cbam)
+
+    def attend_maps(self) -> dict:
+        return {self.attention_res: self.cbam} if self.cbam is not None else {}
 
     def _setup_recon(self, ctx: PluginContext) -> None:
         D = self._require_D('recon')
@@ -144,22 +144,6 @@ class ASA(AugmentMethod):
             w, _b = D.last_layer(torch.zeros([1, int(ctx.c_dim)], device=ctx.device))
         res = min(self.recon_res, int(ctx.img_resolution))
         self.decoder = FeatureDecoder(int(w.shape[1]), int(ctx.img_channels), res).to(ctx.device)
-
-    def close(self) -> None:
-        """Detach the attention hook from D (also done when the method is garbage collected)."""
-        if self._hook is not None:
-            self._hook.remove()
-            self._hook = None
-
-    def __del__(self):
-        hook = self.__dict__.get('_hook')
-        if hook is not None:
-            hook.remove()
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        state['_hook'] = None       # A process-wide hook handle does not survive pickling.
-        return state
 
     # --- feedback ------------------------------------------------------------
 
