@@ -183,7 +183,7 @@ def test_two_process_gloo_ranks_identical(tmp_path):
 # views, ASA's covariance trackers). Both ranks' plugin state and RNG must come back, not rank 0's.
 # One process pair runs all three in turn (part, full, resumed) to pay the startup only once.
 
-AUG_DIST = 'ada:bgc,interval=1,kimg=0.1+dag:translation+asa'
+AUG_DIST = 'ada:bgc,interval=1,kimg=0.1+dag:translation+asa:attention=true'   # CBAM: module state
 
 
 def _nested_diff(a, b, path=''):
@@ -227,6 +227,10 @@ def test_two_process_gloo_exact_resume_with_plugin_state(tmp_path):
         assert not torch.equal(full['plugin_state']['dag']['head_weight'], part['plugin_state']['dag']['head_weight'])
         trackers = {k: v for k, v in full['plugin_state']['asa']['trackers'].items() if v is not None}
         assert trackers and _nested_diff(full['plugin_state']['asa'], part['plugin_state']['asa']) != []
+        assert _state_dicts_equal(full['augment_modules'], part['augment_modules']) != [], f'rank {r}: CBAM did not train'
+    # One state path for the augmentation: the per-rank plugin states (they cover its modules).
+    state = torch.load(tmp_path / 'part' / 'training-state-000000.016.pt', weights_only=True)
+    assert 'augment_modules' not in state and len(state['plugin_states']) == 2
     # The ranks keep their own augmentation streams (DAG's random views), restored per rank.
     assert _nested_diff(got['full', 0]['plugin_state']['dag']['rng'], got['full', 1]['plugin_state']['dag']['rng']) != []
     assert _state_dicts_equal(got['full', 0]['G'], got['full', 1]['G']) == []

@@ -69,10 +69,11 @@ def training_state(progress: dict, phases: list, loss, augment, guard, rng: dict
         'optimizers': {phase.opt_name: phase.opt.state_dict() for phase in phases if phase.owns_opt},
         'loss': loss.state_dict(),   # rank 0's (upstream-style readers); per-rank copies below
         'loss_per_rank': _gather_objects(loss.state_dict()),  # pl_mean follows each rank's own batches
-        'augment_modules': augment.state_dict(),
         'nonfinite': guard.state_dict(),
         'rng': rng_all,               # one entry per rank
-        'plugin_states': _gather_objects(to_weights_only(augment.plugin_state())),  # per rank
+        # The augmentation's one state path: plugin_state() covers its modules too (CBAM, DAG heads,
+        # ADA's p); per rank because random streams differ. The snapshot holds rank 0's for pickle-only resumes.
+        'plugin_states': _gather_objects(to_weights_only(augment.plugin_state())),
     }
 
 
@@ -86,8 +87,6 @@ def restore_training_state(state: dict, phases: list, loss, augment, guard, devi
                 group.update(saved)
     loss_per_rank = state.get('loss_per_rank', [])
     loss.load_state_dict(loss_per_rank[rank] if len(loss_per_rank) == distributed.get_world_size() else state['loss'])
-    if state.get('augment_modules'):
-        augment.load_state_dict(state['augment_modules'])
     guard.load_state_dict(state['nonfinite'])
     plugin_states = state.get('plugin_states', [])
     if len(plugin_states) == distributed.get_world_size():
