@@ -178,13 +178,13 @@ class DFeatureAPI:
 #----------------------------------------------------------------------------
 # D as built, whether or not DDP wraps it.
 
+def _unwrap(module):
+    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+
+
 # A block's forward returns (x, img); the attended map replaces x.
 def _attend_hook(fn):
     return lambda module, inputs, output: (fn(output[0]),) + tuple(output[1:])
-
-
-def _unwrap(module):
-    return module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
 
 #----------------------------------------------------------------------------
 # 'torch.optim.Adam' -> the class (upstream's dnnlib is not needed for this).
