@@ -237,7 +237,7 @@ class ASALoss(StyleGAN2Loss):
 
     # D's penultimate features and attended maps (upstream's D has neither return_features nor
     # attend): hooks that live only for one forward, so neither D nor its snapshot pickle ever holds them.
-    def _forward_keeping_features(self, forward):
+    def _forward_with_call_hooks(self, forward):
         D = _unwrap(self.D)
         handles = []
         try:
@@ -260,9 +260,9 @@ class ASALoss(StyleGAN2Loss):
     def _D(self, img, c, sync=False, augment=True, update_emas=False):
         self.chain.enabled, self.chain.c, self.features = augment, c, None
         if self.flavour == 'sg2':
-            logits = self._forward_keeping_features(lambda: self.run_D(img, c, sync=sync))
+            logits = self._forward_with_call_hooks(lambda: self.run_D(img, c, sync=sync))
         else:
-            logits = self._forward_keeping_features(lambda: self.run_D(img, c, blur_sigma=self.blur_sigma, update_emas=update_emas))
+            logits = self._forward_with_call_hooks(lambda: self.run_D(img, c, blur_sigma=self.blur_sigma, update_emas=update_emas))
         self.chain.enabled = True
         features = self.features.float() if self.stack.needs_features and self.features is not None else None
         return logits, features

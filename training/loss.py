@@ -63,10 +63,9 @@ class StyleGAN2Loss:
         if augment:
             img = self.augment.augment(img, c)
         attend = self.augment.attend_maps()
-        kwargs = dict(attend=attend) if attend else {}
         if self.augment.needs_features:
-            return self.D(img, c, return_features=True, **kwargs)
-        return self.D(img, c, **kwargs), None
+            return self.D(img, c, return_features=True, attend=attend)
+        return self.D(img, c, attend=attend), None
 
     #------------------------------------------------------------------------
     # One round of one phase: forward, loss, backward (scaled by gain). Returns the detached
